@@ -1,0 +1,138 @@
+"""Attention variants and positional pieces, behind one constructor: make_attention(config, layer_idx).
+
+standard  softmax(QKᵀ/√d + bias) V        SDPA fast path (flash when bias-free); explicit path returns maps
+(diff and dape arrive in their own issues and plug in through make_attention)
+
+Positions that live inside attention:
+rope      rotary embedding of q and k (Su et al. 2021), half-split pairing as in GPT-NeoX/LLaMA
+alibi     bias −m_h·(i − j) with the geometric slopes of Press et al. 2022
+nope      nothing; `learned` absolute positions are added to the embeddings in model.py
+
+Every attention module has two paths that compute the same thing:
+- fast: F.scaled_dot_product_attention, causal; ALiBi goes in as an additive mask.
+- explicit: the T×T probabilities are materialised. It runs when `capture_heads` is set to a list of head
+  indices; the maps of those heads (B, len(heads), T, T) are left in `self.maps`, still attached to the autograd
+  graph, so SEEKR can distill them and take gradients with respect to them. GPT.attention_maps() drives this.
+Position tables are computed per forward from the sequence length, so any length works (extrapolation).
+"""
+
+import difflib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTENTIONS = ("standard",)
+POSITIONS = ("rope", "nope", "alibi", "learned")
+
+
+class ConfigError(ValueError):
+    """Bad configuration from the user: the scripts print it as one line, no traceback."""
+
+
+def check_choice(flag, value, allowed):
+    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"--{flag}={value} is not one of {', '.join(map(str, allowed))}{hint}")
+
+
+def rope_cos_sin(T, head_dim, base, device):
+    """cos, sin of shape (T, head_dim/2) for positions 0..T-1."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)  # θ_i = base^(−2i/d)
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)  # (T, d/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate pairs (x_i, x_{i+d/2}) of x (B, H, T, d) by position-dependent angles."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)  # RoFormer eq. (34)
+
+
+def alibi_slopes(n_head):
+    """m_h = 2^(−8h/H) for h = 1..H, with the paper's interpolation when H is not a power of two."""
+    def powers(n):
+        return [2 ** (-8 * (h + 1) / n) for h in range(n)]
+    if math.log2(n_head).is_integer():
+        return torch.tensor(powers(n_head))
+    closest = 2 ** math.floor(math.log2(n_head))
+    return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: n_head - closest])
+
+
+def causal_distance(T, device):
+    """(T, T) matrix of i − j (query i, key j); negative above the diagonal."""
+    pos = torch.arange(T, device=device)
+    return (pos[:, None] - pos[None, :]).float()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rope / alibi / nope / learned (nothing to do here) positions."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head, self.head_dim = config.n_head, config.n_embd // config.n_head
+        self.pos, self.rope_base, self.dropout = config.pos, config.rope_base, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        if self.pos == "alibi":
+            self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
+        self.capture_heads = None  # list of head indices -> explicit path, maps left in self.maps
+        self.maps = None
+
+    def position_bias(self, T, device):
+        """Additive (H, T, T) score bias from positions, or None. Future entries are left to the causal mask."""
+        if self.pos == "alibi":
+            return -self.slopes.to(device)[:, None, None] * causal_distance(T, device)  # ALiBi: −m_h·(i − j)
+        return None
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        if self.pos == "rope":
+            cos, sin = rope_cos_sin(T, self.head_dim, self.rope_base, x.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        bias = self.position_bias(T, x.device)
+        if self.capture_heads is None:
+            y = self.fast(q, k, v, bias)
+        else:
+            att = self.explicit_probs(q, k, bias)
+            y = self.capture(att) @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def fast(self, q, k, v, bias):
+        p = self.dropout if self.training else 0.0
+        if bias is None:  # flash / cuDNN kernels apply
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        T = q.size(-2)
+        mask = bias.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=p)
+
+    def explicit_probs(self, q, k, bias):
+        """Attention probabilities (B, H, T, T), materialised."""
+        T = q.size(-2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        if bias is not None:
+            att = att + bias
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        return F.softmax(att.float(), dim=-1).type_as(q)
+
+    def capture(self, att):
+        """Keep the chosen heads' maps in self.maps and return att computed *from* them, so gradients with respect
+        to the maps exist (SEEKR's task sensitivity); then attention dropout, as on the fast path."""
+        idx = torch.tensor(self.capture_heads, device=att.device, dtype=torch.long)
+        self.maps = att.index_select(1, idx)  # (B, len(heads), T, T)
+        att = att.index_copy(1, idx, self.maps)
+        return F.dropout(att, self.dropout, self.training)
+
+
+def make_attention(config, layer_idx):
+    """The one constructor model.py calls: picks the module for config.attention."""
+    check_choice("attention", config.attention, ATTENTIONS)
+    return CausalSelfAttention(config, layer_idx)

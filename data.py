@@ -1,0 +1,289 @@
+"""Tokenizers, corpora prepared once into uint16 token files, and batches sampled from them.
+
+tokenizers  gpt2   tiktoken r50k_base, the GPT-2 BPE (50257 ids, eot 50256)
+            bytes  UTF-8 bytes (256 ids) plus one end-of-text id 256; needs nothing
+corpora     stdlib       the Python standard library's .py files (tests excluded); no download, the default
+            text:PATH    any UTF-8 text file or folder of them
+            shakespeare  tiny Shakespeare (1.1 MB), downloaded with urllib the first time
+            fineweb[:N]  GPT-2 token shards (256×int32 header, then uint16), val shard + N train shards
+
+prepare() writes data/<name>-<tokenizer>/{train.bin, val.bin, meta.json} once and returns the folder; training
+reads the .bin files through np.memmap (load_split) and samples nanoGPT-style random windows (get_batch).
+
+Design choices:
+- Documents are joined with the eot id; stdlib splits train/val by a hash of each file's path (stable across
+  machines and Python patch releases that add files), the other text corpora by position (first 90% train).
+- Files are written under temporary names and renamed, meta.json last: a folder with meta.json is finished.
+- meta.json keeps the byte counts behind each split, so losses can be reported in bits per byte (comparable across
+  tokenizers), and `unigram_bpb`, the add-one-smoothed unigram model's val bits per byte: the floor to beat.
+- Everything is computed from token histograms, so a multi-GB FineWeb split streams shard by shard.
+- User mistakes (unknown names, empty corpus, no network, wrong tokenizer) raise DataError: one line, no traceback.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TOKENIZERS = ("gpt2", "bytes")
+DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N]"
+SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/"
+SHARD_MAGIC, SHARD_VERSION = 20240520, 1  # llm.c's GPT-2 token shard header
+
+
+class DataError(ValueError):
+    """Bad input from the user: train.py/eval.py print str(e) as one line, no traceback."""
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+class Tokenizer:
+    """Text <-> token ids. `enc` is the tiktoken encoding for gpt2, None for bytes."""
+
+    def __init__(self, name, n_vocab, eot, enc=None):
+        self.name, self.n_vocab, self.eot, self.enc = name, n_vocab, eot, enc
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text) if self.enc else list(text.encode("utf-8"))
+
+    def encode_batch(self, texts):
+        if self.enc:
+            return self.enc.encode_ordinary_batch(list(texts))  # tiktoken spreads the batch over threads
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def decode(self, ids):
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # numpy / torch / list
+        if self.enc:
+            return self.enc.decode(ids)
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+def get_tokenizer(name: str) -> Tokenizer:
+    if name == "bytes":
+        return Tokenizer("bytes", 257, 256)
+    if name != "gpt2":
+        raise DataError(f"--tokenizer={name} is not one of {', '.join(TOKENIZERS)}")
+    try:
+        import tiktoken
+        enc = tiktoken.get_encoding("r50k_base")  # downloads the ranks once, then reads TIKTOKEN_CACHE_DIR
+    except Exception:  # tiktoken raises whatever its HTTP client raises; the fix is the same
+        raise DataError("could not load the GPT-2 BPE ranks for tiktoken (no network?); set TIKTOKEN_CACHE_DIR "
+                        "to a folder holding them, or pass --tokenizer=bytes") from None
+    return Tokenizer("gpt2", enc.n_vocab, enc.eot_token, enc)
+
+
+def _tokenize(tok, texts):
+    """Texts -> one uint16 array, documents joined by eot (bytes goes through numpy, not 12M Python ints)."""
+    if tok.enc:
+        docs = [np.array(ids, dtype=np.uint16) for ids in tok.encode_batch(texts)]
+    else:
+        docs = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.uint16) for t in texts]
+    eot = np.array([tok.eot], dtype=np.uint16)
+    parts = [p for doc in docs for p in (eot, doc)][1:]  # eot between documents, not before the first
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+
+
+def _token_bytes(tok):
+    """UTF-8 length of every token id (eot: 0), so a token histogram gives the bytes behind it."""
+    if not tok.enc:
+        return np.array([1] * 256 + [0])
+    lengths = [len(tok.enc.decode_single_token_bytes(i)) if i != tok.eot else 0 for i in range(tok.n_vocab)]
+    return np.array(lengths)
+
+
+# ----------------------------------------------------------------------------- corpora
+
+def stdlib_files() -> list[str]:
+    """Sorted paths (relative to the stdlib root, '/'-separated) of the standard library's .py files, no tests."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    rels = (p.relative_to(root) for p in root.rglob("*.py"))
+    return sorted(r.as_posix() for r in rels if not SKIP_DIRS & set(r.parts))
+
+
+def is_val_file(rel: str) -> bool:
+    return hashlib.md5(rel.encode()).digest()[0] % 10 == 0  # ~10% of files, the same on every machine
+
+
+def _read_text_files(path):
+    """text:PATH -> list of document texts (a folder: every non-hidden file below it, sorted)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"text:{path}: no such file or folder")
+    hidden = lambda f: any(part.startswith(".") for part in f.relative_to(p).parts)  # .git, .DS_Store, ...
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f))
+    docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    if not any(docs):
+        raise DataError(f"text:{path} is empty (no text to train on)")
+    return docs
+
+
+def _download(url, dest, what, hint):
+    tmp = _tmp(dest)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
+    except OSError as e:  # URLError, timeouts and refused connections are all OSErrors
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"could not download {what} from {url} (no network? {e}); {hint}") from None
+    os.replace(tmp, dest)
+
+
+def _fineweb_shards(folder, n):
+    """The val shard and n train shards in `folder`, downloading only the ones not already there."""
+    names = ["fineweb_val_000000.bin"] + [f"fineweb_train_{i:06d}.bin" for i in range(1, n + 1)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (folder / name).exists():
+            print(f"downloading {FINEWEB_URL}{name} ...", flush=True)
+            _download(FINEWEB_URL + name, folder / name, "a FineWeb shard",
+                      f"you can place the shard files in {folder} by hand")
+    return [folder / name for name in names]
+
+
+def read_fineweb_shard(path) -> np.ndarray:
+    """One llm.c token shard -> uint16 tokens. Header: 256 int32, [0] magic, [1] version, [2] token count."""
+    header = np.fromfile(path, dtype="<i4", count=256)
+    if len(header) < 256:
+        raise DataError(f"{path}: {os.path.getsize(path)} bytes, shorter than the 1024-byte shard header")
+    if header[0] != SHARD_MAGIC:
+        raise DataError(f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}; not a GPT-2 token shard")
+    if header[1] != SHARD_VERSION:
+        raise DataError(f"{path}: version {header[1]}, expected {SHARD_VERSION}")
+    n, size = int(header[2]), os.path.getsize(path)
+    if size != 1024 + 2 * n:
+        raise DataError(f"{path}: header says {n} tokens ({1024 + 2 * n} bytes) but the file has {size} bytes; "
+                        "delete it and download it again")
+    return np.fromfile(path, dtype="<u2", offset=1024).astype(np.uint16, copy=False)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+def _tmp(path):
+    return path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: DDP ranks may prepare at once
+
+
+def _write_split(path, chunks, n_vocab):
+    """Stream uint16 chunks into path (atomically) and return the split's token histogram."""
+    counts = np.zeros(n_vocab, dtype=np.int64)
+    with open(tmp := _tmp(path), "wb") as f:
+        for chunk in chunks:
+            if len(chunk) and int(chunk.max()) >= n_vocab:
+                raise DataError(f"{path}: token id {int(chunk.max())} is outside the vocabulary of {n_vocab}")
+            f.write(np.ascontiguousarray(chunk, dtype=np.uint16).tobytes())
+            counts += np.bincount(chunk, minlength=n_vocab)
+    os.replace(tmp, path)
+    return counts
+
+
+def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
+    """Tokenize `dataset` once into data_dir/<name>-<tokenizer>/ and return that folder."""
+    if tokenizer not in TOKENIZERS:
+        raise DataError(f"--tokenizer={tokenizer} is not one of {', '.join(TOKENIZERS)}")
+    kind, _, arg = dataset.partition(":")
+    if dataset in ("stdlib", "shakespeare"):
+        name = dataset
+    elif kind == "text" and arg:
+        name = f"text-{Path(arg).stem}-{hashlib.md5(str(Path(arg).resolve()).encode()).hexdigest()[:8]}"
+    elif kind == "fineweb":
+        if not (arg == "" or arg.isdigit() and int(arg) >= 1):
+            raise DataError(f"--dataset={dataset}: N in fineweb:N must be a number of train shards >= 1")
+        if tokenizer != "gpt2":
+            raise DataError("fineweb shards hold GPT-2 tokens; pass --tokenizer=gpt2")
+        n = int(arg or 1)
+        name = f"fineweb{n if n > 1 else ''}"
+    else:
+        raise DataError(f"--dataset={dataset} is not one of {DATASETS}")
+    folder = Path(data_dir) / f"{name}-{tokenizer}"
+
+    if (folder / "meta.json").exists():  # finished earlier: meta.json is written last
+        meta_tok = load_meta(folder)["tokenizer"]
+        if meta_tok != tokenizer:
+            raise DataError(f"{folder} was prepared with tokenizer '{meta_tok}' but this run uses '{tokenizer}'; "
+                            f"pass --tokenizer={meta_tok} or delete the folder")
+        return folder
+
+    tok = get_tokenizer(tokenizer)
+    t0 = time.time()
+    if kind == "fineweb":
+        shards = _fineweb_shards(folder, n)
+        print(f"preparing {folder}: {len(shards)} shards ...", flush=True)
+        train = (read_fineweb_shard(p) for p in shards[1:])  # lazily: one 200 MB shard in memory at a time
+        val = (read_fineweb_shard(p) for p in shards[:1])
+    else:
+        if dataset == "stdlib":
+            root = Path(sysconfig.get_paths()["stdlib"])
+            rels = stdlib_files()
+            docs = [(root / r).read_text(encoding="utf-8", errors="replace") for r in rels]
+        elif dataset == "shakespeare":
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "input.txt").exists():
+                _download(SHAKESPEARE_URL, folder / "input.txt", "tiny Shakespeare",
+                          "download it and pass --dataset=text:PATH")
+            docs = [(folder / "input.txt").read_text(encoding="utf-8", errors="replace")]
+        else:
+            docs = _read_text_files(arg)
+        mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+        print(f"preparing {folder}: {len(docs)} files, {mb:.1f} MB ...", flush=True)
+        if dataset == "stdlib":
+            train = [_tokenize(tok, [d for r, d in zip(rels, docs) if not is_val_file(r)])]
+            val = [_tokenize(tok, [d for r, d in zip(rels, docs) if is_val_file(r)])]
+        else:
+            tokens = _tokenize(tok, docs)
+            cut = int(0.9 * len(tokens))  # first 90% train, last 10% val
+            train, val = [tokens[:cut]], [tokens[cut:]]
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {split: _write_split(folder / f"{split}.bin", chunks, tok.n_vocab)
+              for split, chunks in (("train", train), ("val", val))}
+    for split, c in counts.items():
+        if c.sum() == 0:
+            raise DataError(f"{folder}: the {split} split is empty; use a larger corpus")
+    lengths = _token_bytes(tok)
+    n_tok = {s: int(c.sum()) for s, c in counts.items()}
+    n_bytes = {s: int(c @ lengths) for s, c in counts.items()}
+    p = (counts["train"] + 1) / (n_tok["train"] + tok.n_vocab)  # add-one-smoothed unigram model of train
+    val_bits = float(-(counts["val"] * np.log2(p)).sum())  # = cross-entropy in bits × val_tokens
+    meta = {"dataset": dataset, "tokenizer": tokenizer, "n_vocab": tok.n_vocab, "eot": tok.eot,
+            "train_tokens": n_tok["train"], "val_tokens": n_tok["val"],
+            "train_bytes": n_bytes["train"], "val_bytes": n_bytes["val"],
+            "unigram_bpb": round(val_bits / max(n_bytes["val"], 1), 4)}
+    with open(tmp := _tmp(folder / "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, folder / "meta.json")  # last: from now on the folder counts as prepared
+    print(f"prepared {folder}: {n_tok['train']:,} train / {n_tok['val']:,} val tokens, "
+          f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)", flush=True)
+    return folder
+
+
+# ----------------------------------------------------------------------------- reading and batching
+
+def load_split(folder, split: str) -> np.memmap:
+    return np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
+
+
+def load_meta(folder) -> dict:
+    with open(Path(folder) / "meta.json") as f:
+        return json.load(f)
+
+
+def check_block(tokens, block_size: int, split: str, folder) -> None:
+    n = len(tokens)
+    if n <= block_size + 1:
+        raise DataError(f"{folder}/{split}.bin has {n} tokens, fewer than one block of {block_size}+1; "
+                        "use a larger corpus or a smaller --block_size")
+
+
+def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generator):
+    """nanoGPT's sampler: batch_size random windows; y is x shifted left by one. Int64 CPU tensors."""
+    ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
+    y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
+    return x, y

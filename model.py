@@ -1,0 +1,189 @@
+"""A GPT in one file: GPTConfig and GPT, nanoGPT-shaped.
+
+Design choices, up front:
+- Pre-norm blocks, x + attn(norm(x)), x + mlp(norm(x)); GELU MLP 4× wide; a final norm; LayerNorm or RMSNorm.
+- Tied embeddings: lm_head shares its weight with the token embedding (GPT-2). No biases by default.
+- Init N(0, 0.02); residual projections (every `c_proj`) N(0, 0.02/√(2·n_layer)) so the residual stream's variance
+  does not grow with depth (GPT-2 paper, §2.3).
+- Attention (and the positions that live inside it: rope, alibi) comes from attention.make_attention; `learned`
+  absolute positions are the only ones added here, to the embeddings.
+- forward returns (logits, loss) like nanoGPT; logits cover every position (SEEKR and eval need them all).
+  Targets of -1 are ignored, so answer-only losses need no other code path.
+- attention_maps() runs the explicit attention path on chosen (layer, head)s and returns their maps: the one
+  door through which SEEKR (and anyone curious) reads attention.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attention import POSITIONS, ConfigError, check_choice, make_attention
+
+NORMS = ("layernorm", "rmsnorm")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 64 for speed
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = False
+    attention: str = "standard"
+    pos: str = "rope"
+    norm: str = "layernorm"
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        check_choice("pos", self.pos, POSITIONS)
+        check_choice("norm", self.norm, NORMS)
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
+
+
+def make_norm(config):
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1, self.ln_2 = make_norm(config), make_norm(config)
+        self.attn = make_attention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+            ln_f=make_norm(config),
+        ))
+        if config.pos == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied embeddings
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # residual projections, scaled by 1/√(2·n_layer)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding=False):
+        """Parameter count (tied weights once). non_embedding drops the position table, which does no matmul."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            if T > self.config.block_size:
+                raise ConfigError(f"sequence of {T} tokens is longer than --block_size={self.config.block_size}, "
+                                  "the limit of learned positions; use a shorter input or --pos=rope")
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def attention_maps(self, idx, heads, targets=None):
+        """Forward pass that also returns attention maps: heads = {layer: [head, ...]} ->
+        (logits, loss, {layer: (B, len(heads), T, T)}). Maps stay in the autograd graph."""
+        blocks = self.transformer.h
+        try:
+            for layer, hs in heads.items():
+                blocks[layer].attn.capture_heads = list(hs)
+            logits, loss = self(idx, targets)
+            maps = {layer: blocks[layer].attn.maps for layer in heads}
+        finally:
+            for block in blocks:
+                block.attn.capture_heads, block.attn.maps = None, None
+        return logits, loss, maps
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 is greedy decoding."""
+        for _ in range(max_new_tokens):
+            context = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits = self(context)[0][:, -1, :].float()
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, next_id), dim=1)
+        return idx
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on matrices (dim ≥ 2) only; norms, biases and λ-like vectors are not decayed."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward): 6N for the matmuls plus 12·L·C·T for attention
+        (PaLM appendix B, as in nanoGPT)."""
+        cfg = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * (T or cfg.block_size)
+
+    def estimate_mfu(self, tokens_per_sec, peak):
+        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (None if unknown)."""
+        return None if not peak else self.flops_per_token() * tokens_per_sec / peak
+
+
+def peak_flops(device):
+    """Dense bf16 peak FLOP/s of a known GPU, else None (then no MFU is printed)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in (("H100", 989e12), ("H200", 989e12), ("GH200", 989e12), ("A100", 312e12),
+                      ("L40", 181e12), ("A10", 125e12), ("4090", 165e12), ("3090", 71e12)):
+        if key in name:
+            return peak
+    return None

@@ -1,0 +1,224 @@
+"""data.py: tokenizers, prepare() on small corpora written here, shard reading, batching. No network."""
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken"))  # GPT-2 ranks, no download
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+from data import DataError  # noqa: E402
+
+PARAGRAPH = ("The quick brown fox jumps over the lazy dog. A small model learns the shape of words before their "
+             "meaning: first the spaces, then the common endings, then whole words that come back often. ")
+
+
+def write_corpus(folder):
+    """Three small English-ish files (one in a subfolder, one hidden that must be skipped)."""
+    texts = [PARAGRAPH * 20 + f"Chapter {i}: café, naïve, 東京.\n" for i in range(3)]
+    (folder / "sub").mkdir(parents=True)
+    for path, text in zip(["a.txt", "b.txt", "sub/c.txt"], texts):
+        (folder / path).write_text(text, encoding="utf-8")
+    (folder / ".hidden").write_text("not part of the corpus")
+    return texts  # sorted file order: a.txt, b.txt, sub/c.txt
+
+
+def split_on(ids, eot):
+    docs, cur = [], []
+    for i in ids:
+        if i == eot:
+            docs.append(cur)
+            cur = []
+        else:
+            cur.append(i)
+    return docs + [cur]
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+def test_bytes_tokenizer_round_trips_non_ascii():
+    tok = data.get_tokenizer("bytes")
+    assert (tok.n_vocab, tok.eot) == (257, 256)
+    text = "naïve café — 東京 🙂"
+    ids = tok.encode(text)
+    assert ids == list(text.encode("utf-8")) and max(ids) < 256
+    assert tok.decode(ids + [tok.eot]) == text  # eot is dropped
+    assert tok.encode_batch([text, "a"]) == [ids, [97]]
+
+
+def test_gpt2_tokenizer_matches_gpt2_ids():
+    tok = data.get_tokenizer("gpt2")
+    assert (tok.n_vocab, tok.eot) == (50257, 50256)
+    assert tok.encode("hello world") == [31373, 995]
+    assert tok.encode_batch(["hello world", "hello"]) == [[31373, 995], [31373]]
+    assert tok.decode(np.array([31373, 995], dtype=np.uint16)) == "hello world"
+
+
+def test_unknown_tokenizer_names_the_choices(tmp_path):
+    with pytest.raises(DataError, match="gpt2, bytes"):
+        data.get_tokenizer("bpe")
+    with pytest.raises(DataError, match="gpt2, bytes"):
+        data.prepare("stdlib", "bpe", data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- prepare on text
+
+@pytest.mark.parametrize("tokenizer", ["bytes", "gpt2"])
+def test_prepare_text_folder(tmp_path, tokenizer):
+    texts = write_corpus(tmp_path / "corpus")
+    folder = data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data")
+    assert folder.parent == tmp_path / "data" and folder.name.startswith("text-corpus-")
+    assert folder.name.endswith(f"-{tokenizer}")
+    meta = data.load_meta(folder)
+    train, val = data.load_split(folder, "train"), data.load_split(folder, "val")
+    assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+    assert (folder / "train.bin").stat().st_size == 2 * len(train)
+    assert abs(len(val) / (len(train) + len(val)) - 0.1) < 0.01  # positional 90/10 split
+
+    tok = data.get_tokenizer(tokenizer)
+    ids = np.concatenate([train, val]).tolist()
+    assert [tok.decode(d) for d in split_on(ids, tok.eot)] == texts  # files joined by eot, nothing lost
+    assert meta["train_bytes"] + meta["val_bytes"] == sum(len(t.encode()) for t in texts)
+    assert 0 < meta["unigram_bpb"] < 8 and math.isfinite(meta["unigram_bpb"])
+
+    # a second call finds meta.json and writes nothing
+    stamps = [(folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+    assert data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data") == folder
+    assert stamps == [(folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+
+
+def test_unigram_bpb_matches_naive_formula(tmp_path):
+    (tmp_path / "t.txt").write_text(PARAGRAPH * 10)
+    folder = data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
+    train, val = np.array(data.load_split(folder, "train")), np.array(data.load_split(folder, "val"))
+    counts = np.bincount(train, minlength=257) + 1  # add-one smoothing over the 257 ids
+    bits = -sum(math.log2(counts[t] / counts.sum()) for t in val)
+    assert data.load_meta(folder)["unigram_bpb"] == pytest.approx(bits / len(val), abs=1e-4)
+
+
+def test_tokenizer_mismatch_is_one_line_with_the_fix(tmp_path):
+    (tmp_path / "t.txt").write_text(PARAGRAPH * 5)
+    folder = data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
+    meta = data.load_meta(folder)
+    (folder / "meta.json").write_text(json.dumps({**meta, "tokenizer": "gpt2"}))
+    with pytest.raises(DataError, match="prepared with tokenizer 'gpt2' but this run uses 'bytes'") as e:
+        data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
+    assert "--tokenizer=gpt2" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_and_empty_text(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        data.prepare(f"text:{tmp_path / 'nope.txt'}", "bytes", data_dir=tmp_path / "data")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        data.prepare(f"text:{tmp_path / 'empty.txt'}", "bytes", data_dir=tmp_path / "data")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DataError, match="is empty"):
+        data.prepare(f"text:{tmp_path / 'empty_dir'}", "bytes", data_dir=tmp_path / "data")
+    (tmp_path / "one.txt").write_text("x")  # one token: nothing left for train after the 90/10 cut
+    with pytest.raises(DataError, match="train split is empty"):
+        data.prepare(f"text:{tmp_path / 'one.txt'}", "bytes", data_dir=tmp_path / "data")
+    assert not list((tmp_path / "data").glob("*/meta.json"))  # no failed prepare looks finished
+
+
+def test_unknown_dataset_names_the_choices(tmp_path):
+    with pytest.raises(DataError, match="stdlib, text:PATH, shakespeare, fineweb"):
+        data.prepare("wikipedia", "bytes", data_dir=tmp_path)
+    with pytest.raises(DataError, match="gpt2"):
+        data.prepare("fineweb", "bytes", data_dir=tmp_path)
+    with pytest.raises(DataError, match="fineweb:N"):
+        data.prepare("fineweb:0", "gpt2", data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- fineweb shards
+
+def write_shard(path, tokens, magic=20240520, version=1, count=None):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = magic, version, len(tokens) if count is None else count
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+def test_read_fineweb_shard_round_trips_and_rejects_bad_files(tmp_path):
+    tokens = np.arange(0, 50257, 97, dtype=np.uint16)
+    write_shard(tmp_path / "ok.bin", tokens)
+    out = data.read_fineweb_shard(tmp_path / "ok.bin")
+    assert out.dtype == np.uint16 and np.array_equal(out, tokens)
+
+    write_shard(tmp_path / "magic.bin", tokens, magic=12345)
+    write_shard(tmp_path / "version.bin", tokens, version=2)
+    write_shard(tmp_path / "short.bin", tokens, count=len(tokens) + 10)  # a truncated download
+    (tmp_path / "tiny.bin").write_bytes(b"\0" * 100)
+    for name, what in [("magic", "magic"), ("version", "version"), ("short", "bytes"), ("tiny", "header")]:
+        with pytest.raises(DataError, match=what) as e:
+            data.read_fineweb_shard(tmp_path / f"{name}.bin")
+        assert f"{name}.bin" in str(e.value)
+
+
+def test_prepare_fineweb_uses_shards_already_in_the_folder(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("prepare tried to download a shard that was already there")
+    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    tok = data.get_tokenizer("gpt2")
+    folder = tmp_path / "data" / "fineweb2-gpt2"
+    folder.mkdir(parents=True)
+    shards = {name: np.array(tok.encode(PARAGRAPH * k), dtype=np.uint16)
+              for name, k in [("fineweb_val_000000.bin", 2), ("fineweb_train_000001.bin", 5),
+                              ("fineweb_train_000002.bin", 3)]}
+    for name, tokens in shards.items():
+        write_shard(folder / name, tokens)
+
+    assert data.prepare("fineweb:2", "gpt2", data_dir=tmp_path / "data") == folder
+    train, val = data.load_split(folder, "train"), data.load_split(folder, "val")
+    assert np.array_equal(val, shards["fineweb_val_000000.bin"])
+    assert np.array_equal(train, np.concatenate([shards["fineweb_train_000001.bin"],
+                                                 shards["fineweb_train_000002.bin"]]))
+    meta = data.load_meta(folder)
+    assert meta["val_bytes"] == len((PARAGRAPH * 2).encode()) and meta["train_bytes"] == len((PARAGRAPH * 8).encode())
+    assert meta["n_vocab"] == 50257 and 0 < meta["unigram_bpb"] < 8
+
+
+def test_downloads_without_network_fail_in_one_line(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise data.urllib.error.URLError("offline")
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match="fineweb_val_000000.bin.*by hand"):
+        data.prepare("fineweb", "gpt2", data_dir=tmp_path / "data")
+    with pytest.raises(DataError, match="tiny Shakespeare.*--dataset=text:PATH"):
+        data.prepare("shakespeare", "bytes", data_dir=tmp_path / "data")
+    assert not list((tmp_path / "data").rglob("*.bin")) and not list((tmp_path / "data").rglob("*.txt"))
+
+
+# ----------------------------------------------------------------------------- stdlib selection
+
+def test_stdlib_files_skip_tests_and_split_stably():
+    files = data.stdlib_files()
+    assert files == sorted(files) and len(files) > 100 and "os.py" in files
+    for rel in files:
+        assert rel.endswith(".py") and not data.SKIP_DIRS & set(rel.split("/")), rel
+    val = {f for f in files if data.is_val_file(f)}
+    assert val == {f for f in data.stdlib_files() if data.is_val_file(f)}
+    assert 0.05 < len(val) / len(files) < 0.15
+
+
+# ----------------------------------------------------------------------------- batching
+
+def test_get_batch_shapes_shift_and_determinism():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)  # arange: next token = this one + 1
+    x2, y2 = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_check_block_rejects_a_short_split(tmp_path):
+    data.check_block(np.zeros(100, dtype=np.uint16), 64, "val", tmp_path)
+    with pytest.raises(DataError, match="val.bin has 20 tokens.*--block_size"):
+        data.check_block(np.zeros(20, dtype=np.uint16), 64, "val", tmp_path)

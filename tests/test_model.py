@@ -1,0 +1,185 @@
+"""GPT and standard attention: shapes, causality, fast == explicit, naive references for RoPE and ALiBi."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attention import ConfigError, alibi_slopes, apply_rope, rope_cos_sin
+from model import GPT, GPTConfig
+
+POSITIONS = ["rope", "nope", "alibi", "learned"]
+
+
+def tiny(**kw):
+    cfg = dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    return GPTConfig(**{**cfg, **kw})
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_shapes_and_loss(pos, norm):
+    torch.manual_seed(0)
+    model = GPT(tiny(pos=pos, norm=norm))
+    idx, targets = torch.randint(0, 64, (2, 3, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 16, 64) and logits.dtype == torch.float32
+    assert loss.shape == () and abs(loss.item() - math.log(64)) < 0.5  # near uniform at init
+    assert model(idx)[1] is None
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_causality(pos):
+    """Changing token t+1 never changes the logits at positions <= t."""
+    torch.manual_seed(0)
+    model = GPT(tiny(pos=pos)).eval()
+    idx = torch.randint(0, 64, (2, 16))
+    for t in (0, 7, 14):
+        changed = idx.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % 64
+        a, b = model(idx)[0], model(changed)[0]
+        assert torch.allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-6)
+        assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_fast_path_equals_explicit_path(pos):
+    torch.manual_seed(0)
+    model = GPT(tiny(pos=pos)).eval()
+    idx = torch.randint(0, 64, (2, 16))
+    fast = model(idx)[0]
+    explicit, _, maps = model.attention_maps(idx, {l: range(4) for l in range(2)})
+    assert torch.allclose(fast, explicit, atol=1e-5)
+    assert all(attn.capture_heads is None for attn in (b.attn for b in model.transformer.h))  # reset afterwards
+    assert maps[0].shape == (2, 4, 16, 16)
+
+
+def naive_attention_probs(x, attn, pos):
+    """Per-head loop from the equations: softmax(q·k/√d + bias) with j ≤ i, for one batch element x (T, C)."""
+    T, C = x.shape
+    H, d = attn.n_head, C // attn.n_head
+    q, k, _ = (x @ attn.c_attn.weight.T).split(C, dim=1)
+    probs = torch.zeros(H, T, T)
+    for h in range(H):
+        qh, kh = q[:, h * d:(h + 1) * d], k[:, h * d:(h + 1) * d]
+        if pos == "rope":  # rotate pair (i, i + d/2) by angle t·base^(−2i/d)
+            qh, kh = qh.clone(), kh.clone()
+            for t in range(T):
+                for i in range(d // 2):
+                    th = t * 10000 ** (-2 * i / d)
+                    c, s = math.cos(th), math.sin(th)
+                    for v, src in ((qh, q[:, h * d:(h + 1) * d]), (kh, k[:, h * d:(h + 1) * d])):
+                        a, b = src[t, i].item(), src[t, i + d // 2].item()
+                        v[t, i], v[t, i + d // 2] = a * c - b * s, a * s + b * c
+        m = 2 ** (-8 * (h + 1) / H)  # ALiBi slope for H a power of two
+        for i in range(T):
+            scores = torch.stack([qh[i] @ kh[j] / math.sqrt(d) - (m * (i - j) if pos == "alibi" else 0)
+                                  for j in range(i + 1)])
+            probs[h, i, :i + 1] = torch.softmax(scores, dim=0)
+    return probs
+
+
+@pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
+def test_explicit_maps_match_naive_loop(pos):
+    torch.manual_seed(0)
+    model = GPT(tiny(pos=pos, block_size=8)).eval()
+    idx = torch.randint(0, 64, (1, 8))
+    _, _, maps = model.attention_maps(idx, {1: [0, 1, 2, 3]})
+    x = model.transformer.wte(idx)[0]
+    x = model.transformer.h[0](x[None])[0]  # input of layer 1 = output of block 0
+    want = naive_attention_probs(model.transformer.h[1].ln_1(x), model.transformer.h[1].attn, pos)
+    assert torch.allclose(maps[1][0], want, atol=1e-5)
+    assert torch.allclose(maps[1].sum(-1), torch.ones(1, 4, 8), atol=1e-5)  # rows sum to 1
+
+
+def test_selected_heads_and_gradients_through_maps():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 64, (2, 16))
+    _, loss, maps = model.attention_maps(idx, {0: [2], 1: [0, 3]}, targets=idx)
+    _, _, all_maps = model.attention_maps(idx, {0: range(4), 1: range(4)})
+    assert maps[0].shape == (2, 1, 16, 16) and maps[1].shape == (2, 2, 16, 16)
+    assert torch.allclose(maps[1], all_maps[1][:, [0, 3]])
+    g = torch.autograd.grad(loss, maps[1])[0]  # the maps are the tensors the output was computed from
+    assert g.shape == maps[1].shape and g.abs().sum() > 0
+    assert torch.all(maps[1].triu(1) == 0)
+
+
+def test_rope_rotation_is_relative():
+    """q_m·k_n after RoPE depends only on m − n (RoFormer's defining property) and preserves norms."""
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    cos, sin = rope_cos_sin(40, 16, 10000.0, "cpu")
+    rot = lambda x, t: apply_rope(x, cos[t:t + 1], sin[t:t + 1])
+    dots = [(rot(q, m) * rot(k, m - 5)).sum() for m in (5, 17, 39)]
+    assert torch.allclose(torch.stack(dots), dots[0].expand(3), atol=1e-5)
+    assert torch.allclose(rot(q, 23).norm(), q.norm(), atol=1e-5)
+
+
+def test_alibi_slopes():
+    assert torch.allclose(alibi_slopes(8), torch.tensor([2 ** -(i + 1) for i in range(8)]))
+    # not a power of two: the 4 slopes of H=4, then every other slope of H=8 (Press et al.'s recipe)
+    assert torch.allclose(alibi_slopes(6), torch.tensor([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]))
+
+
+def test_init_tied_and_param_groups():
+    torch.manual_seed(0)
+    cfg = tiny(n_layer=4, n_embd=64, vocab_size=256)
+    model = GPT(cfg)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert abs(model.transformer.wte.weight.std().item() - 0.02) < 0.002
+    assert abs(model.transformer.h[0].mlp.c_proj.weight.std().item() - 0.02 / math.sqrt(8)) < 0.001
+    n_block = 12 * 64 * 64 + 2 * 64  # attention 4C², MLP 8C², two LayerNorm weights
+    assert model.num_params() == 256 * 64 + 4 * n_block + 64
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+    assert model.flops_per_token() == 6 * model.num_params() + 12 * 4 * 64 * 16
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 64, (4, 16))
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    first = model(idx[:, :-1], idx[:, 1:])[1].item()
+    for _ in range(60):
+        loss = model(idx[:, :-1], idx[:, 1:])[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+
+
+def test_ignore_index_and_generate():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 64, (2, 8))
+    targets = idx.clone()
+    targets[:, :5] = -1
+    logits, loss = model(idx, targets)
+    want = F.cross_entropy(logits[:, 5:].reshape(-1, 64), idx[:, 5:].reshape(-1))
+    assert torch.allclose(loss, want)
+    out = model.generate(idx, 20, temperature=0)  # runs past block_size 16 by cropping the context
+    assert out.shape == (2, 28) and torch.equal(out[:, :8], idx)
+    assert out[0, 8].item() == model(idx)[0][0, -1].argmax().item()  # greedy
+    sampled = model.generate(idx, 5, temperature=1.0, top_k=1)
+    assert torch.equal(sampled, model.generate(idx, 5, temperature=0))  # top_k=1 is greedy
+
+
+def test_learned_positions_refuse_longer_inputs_and_bad_config():
+    model = GPT(tiny(pos="learned"))
+    with pytest.raises(ConfigError, match="block_size=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ConfigError, match="did you mean rope"):
+        tiny(pos="rop")
+    with pytest.raises(ConfigError, match="not divisible"):
+        tiny(n_embd=30)
+
+
+@pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
+def test_longer_than_block_size_works_for_relative_positions(pos):
+    model = GPT(tiny(pos=pos)).eval()
+    assert model(torch.zeros(1, 40, dtype=torch.long))[0].shape == (1, 40, 64)

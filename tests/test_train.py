@@ -1,0 +1,195 @@
+"""train.py and eval.py end to end (subprocesses, tiny preset, a small text corpus): flags, one-line errors,
+exact resume after SIGKILL, Ctrl-C, --init_from, and DDP on CPU matching one process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from attention import ConfigError
+from train import Config, parse_flags
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """~150 KB of real text (stdlib sources) and a data folder private to this module."""
+    import argparse, dataclasses, difflib, json as js
+    tmp = tmp_path_factory.mktemp("corpus")
+    text = "".join(Path(m.__file__).read_text() for m in (argparse, dataclasses, difflib, js.decoder))
+    (tmp / "corpus.txt").write_text(text)
+    return tmp
+
+
+def run(args, cwd, timeout=120, env=None, **kw):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def train_args(corpus, out, *extra):
+    return [str(ROOT / "train.py"), "--preset=tiny", f"--dataset=text:{corpus / 'corpus.txt'}",
+            f"--data_dir={corpus / 'data'}", f"--out_dir={out}", "--sample_tokens=0", *extra]
+
+
+def losses(out):
+    return {r["iter"]: r["loss"] for r in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines())
+            if "loss" in r}
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_flag_parsing():
+    assert parse_flags(["--max_iters=7", "--lr=3e-4", "--resume", "--bias=false"]) == dict(
+        max_iters=7, lr=3e-4, resume=True, bias=False)
+    with pytest.raises(ConfigError, match="did you mean --max_iters"):
+        parse_flags(["--max_iter=5"])
+    with pytest.raises(ConfigError, match="not an integer"):
+        parse_flags(["--batch_size=lots"])
+    with pytest.raises(ConfigError, match="not one of cosine|constant"):
+        parse_flags(["--schedule=linear"])
+    with pytest.raises(ConfigError, match="did you mean tiny"):
+        parse_flags(["--preset=tiyn"])
+    assert set(parse_flags(["--n_layer=3"])) <= set(Config.__dataclass_fields__)
+
+
+def test_train_eval_sample_and_bad_input(corpus, tmp_path):
+    out = tmp_path / "run"
+    proc = run(train_args(corpus, out, "--max_iters=20"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("config.json", "log.jsonl", "ckpt.pt", "loss.png"):
+        assert (out / name).exists()
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["iter"] == 0 and {"loss", "lr", "val_loss", "val_bpb"} <= set(rows[0])
+    assert rows[-1]["iter"] == 20 and rows[-1]["val_loss"] < rows[0]["val_loss"]
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["iter"] == 20 and {"batch", "torch"} <= set(ckpt["rng"])
+
+    ev = run([str(ROOT / "eval.py"), f"--ckpt={out}", f"--data_dir={corpus / 'data'}"], tmp_path)
+    assert ev.returncode == 0 and "val_loss" in ev.stdout and "bits/byte" in ev.stdout, ev.stderr
+    sample = run([str(ROOT / "eval.py"), f"--ckpt={out}", "--mode=sample", "--prompt=def ", "--max_new_tokens=10"],
+                 tmp_path)
+    assert sample.returncode == 0 and sample.stdout.startswith("def "), sample.stderr
+
+    mtime = (out / "ckpt.pt").stat().st_mtime_ns
+    one_line_error(run(train_args(corpus, out), tmp_path), "already holds a checkpoint", "--resume")
+    assert (out / "ckpt.pt").stat().st_mtime_ns == mtime  # nothing overwritten
+    one_line_error(run(train_args(corpus, out, "--max_itres=3"), tmp_path), "--max_iters")
+    one_line_error(run(train_args(corpus, out, "--pos=rotary"), tmp_path), "rope")
+    one_line_error(run(train_args(corpus, tmp_path / "none", "--resume"), tmp_path), "--resume", "ckpt.pt")
+    one_line_error(run(train_args(corpus, tmp_path / "other", f"--init_from={out}", "--n_layer=3"), tmp_path),
+                   "n_layer=2", "--n_layer=3")
+    one_line_error(run(train_args(corpus, tmp_path / "x", "--dataset=text:/no/such/file.txt"), tmp_path),
+                   "no such file")
+    (tmp_path / "empty.txt").write_text("")
+    one_line_error(run(train_args(corpus, tmp_path / "x", f"--dataset=text:{tmp_path / 'empty.txt'}"), tmp_path),
+                   "empty")
+    (tmp_path / "short.txt").write_text("x" * 300)
+    one_line_error(run(train_args(corpus, tmp_path / "x", f"--dataset=text:{tmp_path / 'short.txt'}"), tmp_path),
+                   "fewer than one block", "--block_size")
+    one_line_error(run([str(ROOT / "eval.py"), f"--ckpt={tmp_path / 'none'}"], tmp_path), "no checkpoint")
+    if not torch.cuda.is_available():
+        one_line_error(run(train_args(corpus, tmp_path / "x", "--device=cuda"), tmp_path), "--device=cpu")
+
+
+def test_tokenizer_mismatch_and_offline_tiktoken(corpus, tmp_path):
+    data = tmp_path / "data"
+    args = [str(ROOT / "train.py"), "--preset=tiny", f"--dataset=text:{corpus / 'corpus.txt'}", f"--data_dir={data}",
+            "--max_iters=1", "--sample_tokens=0"]
+    assert run(args + [f"--out_dir={tmp_path / 'a'}"], tmp_path).returncode == 0
+    meta_path = next(data.glob("*/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "tokenizer": "gpt2"}))  # as if prepared by another tokenizer
+    one_line_error(run(args + [f"--out_dir={tmp_path / 'b'}"], tmp_path), "prepared with tokenizer 'gpt2'",
+                   "--tokenizer=gpt2")
+    offline = {"TIKTOKEN_CACHE_DIR": str(tmp_path / "empty_cache"), "HTTPS_PROXY": "http://127.0.0.1:9",
+               "HTTP_PROXY": "http://127.0.0.1:9"}
+    one_line_error(run(args + ["--tokenizer=gpt2", f"--out_dir={tmp_path / 'c'}"], tmp_path, env=offline),
+                   "TIKTOKEN_CACHE_DIR", "--tokenizer=bytes")
+
+
+def test_learned_positions_refuse_long_eval_and_prompt(corpus, tmp_path):
+    out = tmp_path / "learned"
+    assert run(train_args(corpus, out, "--pos=learned", "--max_iters=2"), tmp_path).returncode == 0
+    one_line_error(run([str(ROOT / "eval.py"), f"--ckpt={out}", f"--data_dir={corpus / 'data'}", "--eval_len=128"],
+                       tmp_path), "--eval_len=128", "block_size=64")
+    one_line_error(run([str(ROOT / "eval.py"), f"--ckpt={out}", "--mode=sample", "--prompt=" + "x" * 100], tmp_path),
+                   "prompt", "block_size=64")
+
+
+RESUME_ARGS = ("--max_iters=60", "--ckpt_interval=10", "--log_interval=1", "--eval_interval=10", "--dropout=0.1",
+               "--batch_size=32")
+
+
+def test_resume_after_sigkill_is_bit_exact(corpus, tmp_path):
+    ref = tmp_path / "ref"
+    assert run(train_args(corpus, ref, *RESUME_ARGS), tmp_path).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, *train_args(corpus, out, *RESUME_ARGS)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "log.jsonl").exists() or max(losses(out), default=-1) < 15:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(losses(out))
+    assert 15 <= killed_at < 59, "the run must die between a checkpoint and its end"
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter"] >= 10
+    resumed = run(train_args(corpus, out, "--resume"), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(out) == losses(ref)  # every iteration, bit for bit (JSON keeps the float's repr)
+
+
+def test_ctrl_c_saves_and_resumes(corpus, tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, *train_args(corpus, out, *RESUME_ARGS)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "log.jsonl").exists() or max(losses(out), default=-1) < 5:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "interrupted" in stdout and "--resume" in stdout
+    saved = torch.load(out / "ckpt.pt", weights_only=True)["iter"]
+    assert 5 < saved < 60
+    assert run(train_args(corpus, out, "--resume"), tmp_path).returncode == 0
+    assert max(losses(out)) == 59
+
+
+def test_init_from_starts_at_the_source_weights(corpus, tmp_path):
+    src = tmp_path / "src"
+    assert run(train_args(corpus, src, "--max_iters=10", "--n_layer=1"), tmp_path).returncode == 0
+    dst = tmp_path / "dst"
+    proc = run(train_args(corpus, dst, f"--init_from={src}", "--max_iters=2"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    final_src = [json.loads(l) for l in (src / "log.jsonl").read_text().splitlines()][-1]["val_loss"]
+    first_dst = json.loads((dst / "log.jsonl").read_text().splitlines()[0])["val_loss"]
+    assert first_dst == pytest.approx(final_src, rel=1e-6)  # same weights, same eval windows
+    assert json.loads((dst / "config.json").read_text())["n_layer"] == 1  # the shape came from the source
+
+
+def test_ddp_two_cpu_processes_match_one_process(corpus, tmp_path):
+    args = ("--max_iters=6", "--log_interval=1", "--grad_accum=2", "--eval_interval=100")
+    one = run(train_args(corpus, tmp_path / "one", *args), tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *train_args(corpus, tmp_path / "two", *args)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == list(range(6))
+    for it in a:
+        assert b[it] == pytest.approx(a[it], rel=1e-5, abs=1e-6)
