@@ -14,16 +14,15 @@ the split's bytes-per-token ratio from meta.json, which makes byte and BPE runs 
 
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from attention import ConfigError
-from data import DataError, check_block, get_tokenizer, load_meta, load_split, prepare
+from data import check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
-from train import load_checkpoint, parse_flags, read_log, setup_device
+from train import cli, load_checkpoint, parse_flags, read_log, setup_device
 
 
 @dataclass
@@ -175,8 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli(main)

@@ -131,7 +131,7 @@ def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     steps = range(max_iters + 1)
-    fig, axes = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for name, kw in [("constant", {}), ("cosine", {}), ("cyclic", dict(budgets=budgets))]:
         f = make_schedule(name, lr, min_lr, warmup_iters, max_iters, budgets=kw.get("budgets"))
         axes[0].plot(steps, [f(s) for s in steps], label=name + (f" budgets {budgets}" if kw else ""))
@@ -149,7 +149,7 @@ def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, 
         for b in budgets:
             ax.axvline(b, color="grey", lw=0.5)
         ax.set_ylabel("learning rate")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
     axes[0].set_title(f"single-budget schedules (peak {lr}, floor {min_lr}, warmup {warmup_iters}, decay_frac {decay_frac})")
     axes[1].set_title(f"several finished models from one run: budgets {budgets} (grey lines)")

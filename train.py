@@ -10,6 +10,10 @@ Design choices:
 - The run folder holds config.json, log.jsonl (one JSON object per logged step), ckpt.pt and loss.png.
   ckpt.pt is written atomically and holds the model, optimizer, step, config and every RNG state, so a killed
   run resumes bit-exactly with --resume. Ctrl-C finishes the current step, saves, and exits.
+- --budgets=b1,...: finished models along the way (schedules.py). wsd forks a decay branch per budget from a copy
+  of the full training state and returns to it; wsd-s and cyclic decay inside the one run. Every log row carries
+  `tokens`, the compute spent so far (branches included); a resumed run keeps exactly the rows logged before its
+  checkpoint's `tokens`.
 - Bad input (flags, data, checkpoints) raises ConfigError/DataError, printed as one line with exit code 2.
 """
 
@@ -199,8 +203,9 @@ def save_atomic(obj, path):
 
 
 def read_log(out_dir):
+    """The rows of log.jsonl; a last line cut short by a killed run is dropped."""
     path = Path(out_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
 def plot_losses(out_dir):
@@ -482,9 +487,14 @@ def main(argv):
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":
+def cli(main):
+    """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
     try:
         main(sys.argv[1:])
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli(main)
