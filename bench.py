@@ -69,6 +69,7 @@ def main(argv):
     attentions = cfg.attentions.split(",")
     for a in attentions:
         check_choice("attentions", a, ATTENTIONS)
+    attentions = ["standard"] + [a for a in attentions if a != "standard"]  # the baseline of the ratios, timed first
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     peak = peak_flops(torch.device(device))
     print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, pos {run.pos}, batch "

@@ -114,13 +114,16 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
                f"{', '.join(MULTI_BUDGET)}"
     starts = [0] + budgets[:-1]
     for start, end in zip(starts, budgets):
-        length = end if name == "wsd" else end - start  # wsd branches decay over a fraction of the whole budget
-        if name in ("wsd", "wsd-s") and decay_len(length, decay_frac) + (warmup_iters if start == 0 else
-                                                                            rewarmup_iters) >= end - start:
-            return f"the decay of budget {end} ({decay_len(length, decay_frac)} steps) does not fit in its cycle " \
-                   f"[{start}, {end}] after warmup; use a smaller --decay_frac or further-apart --budgets"
         if start == 0 and warmup_iters >= end:
             return f"--warmup_iters={warmup_iters} does not end before the first budget {end}"
+        if name == "wsd" and end - decay_len(end, decay_frac) < max(1, warmup_iters):
+            # a wsd branch decays over decay_frac of its whole budget, forking from the main branch after warmup
+            return f"the decay of budget {end} ({decay_len(end, decay_frac)} steps) would start before the warmup " \
+                   f"ends; use a smaller --decay_frac or --warmup_iters"
+        warm = warmup_iters if start == 0 else rewarmup_iters
+        if name == "wsd-s" and decay_len(end - start, decay_frac) + warm > end - start:
+            return f"the decay of budget {end} ({decay_len(end - start, decay_frac)} steps) does not fit in its cycle " \
+                   f"[{start}, {end}] after {warm} warmup steps; use a smaller --decay_frac or further-apart --budgets"
     return None
 
 

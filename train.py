@@ -163,8 +163,8 @@ def validate(cfg):
     for key, allowed in CHOICES.items():
         check_choice(key, getattr(cfg, key), allowed)
     model_config(cfg, n_vocab=1)  # GPTConfig checks pos, norm, head sizes
-    problem = schedule_problem(cfg.schedule, cfg.warmup_iters, cfg.max_iters, cfg.decay_frac, budget_list(cfg),
-                               cfg.rewarmup_iters)
+    problem = schedule_problem(cfg.schedule, cfg.warmup_iters, cfg.max_iters, cfg.decay_frac,
+                               budget_list(cfg) if cfg.budgets else [], cfg.rewarmup_iters)
     if problem:
         raise ConfigError(problem)
     return cfg

@@ -86,6 +86,8 @@ def test_wsd_branches_and_cyclic():
     ("cosine", [50, 100], 0.2, "one cosine run per budget"),
     ("wsd-s", [15, 100], 0.5, "does not fit"),
     ("wsd", [40, 100], 1.5, "[0, 1]"),
+    ("wsd", [12, 100], 0.5, "before the warmup ends"),
+    ("wsd-s", [5, 100], 0.2, "--warmup_iters=10 does not end"),
 ])
 def test_invalid_combinations_are_named(name, budgets, decay_frac, words):
     problem = schedule_problem(name, WARMUP, MAX, decay_frac, budgets)
@@ -96,3 +98,5 @@ def test_valid_combinations_pass():
     for name in ("wsd", "wsd-s", "cyclic"):
         assert schedule_problem(name, WARMUP, MAX, 0.2, BUDGETS) is None
     assert schedule_problem("cosine", WARMUP, MAX, 0.2, [MAX]) is None
+    assert schedule_problem("wsd", WARMUP, MAX, 0.5, [30, 60, 100]) is None  # branches may overlap earlier budgets
+    assert schedule_problem("cosine", 500, MAX, 0.2, []) is None  # a plain run may end inside its warmup
