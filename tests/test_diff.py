@@ -154,3 +154,29 @@ def test_clear_errors():
     with pytest.raises(ConfigError, match="not divisible"):
         tiny(n_embd=30)
 
+
+
+@pytest.mark.parametrize("attention", ["standard", "diff"])
+def test_outlier_logits_are_the_pre_softmax_scores(attention):
+    """eval.py's attention logits give back every layer's maps through softmax (diff: A1 − λ·A2 of sub-head pairs),
+    and outlier_stats reports their maximum and the maximum |x| of the block outputs."""
+    from eval import attention_logits, outlier_stats
+    torch.manual_seed(0)
+    model = GPT(tiny(attention=attention)).eval()
+    tokens = torch.randint(0, 64, (3 * 16 + 1,)).numpy().astype("uint16")
+    idx = torch.from_numpy(tokens[:48].astype("int64")).view(3, 16)
+    n = model.transformer.h[0].attn.n_head
+    _, _, maps = model.attention_maps(idx, {0: range(n), 1: range(n)})
+    x, top_logit, top_hidden = model.transformer.wte(idx), -math.inf, -math.inf
+    for layer, block in enumerate(model.transformer.h):
+        logits = attention_logits(block.attn, block.ln_1(x), model.config)  # (B, n_head, T, T)
+        probs = logits.softmax(-1)
+        if attention == "diff":
+            probs = probs[:, 0::2] - block.attn.lam() * probs[:, 1::2]
+        assert torch.allclose(probs, maps[layer], atol=1e-6)
+        x = block(x)
+        top_logit, top_hidden = max(top_logit, logits.max().item()), max(top_hidden, x.abs().max().item())
+    stats, windows = outlier_stats(model, tokens, 16, 2, 2, "cpu", torch.autocast("cpu", enabled=False))
+    assert windows == 3  # 3 whole windows of 16 (+1) tokens, though 2 batches of 2 were asked for
+    assert all(not b._forward_hooks and not b.attn._forward_pre_hooks for b in model.transformer.h)  # removed
+    assert stats["logit"][0] == pytest.approx(top_logit) and stats["hidden"][0] == pytest.approx(top_hidden)
