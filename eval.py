@@ -144,6 +144,7 @@ def plot_val_curves(run_dirs, png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
     for run in run_dirs:
         cfg = json.loads((Path(run) / "config.json").read_text())
         tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
@@ -151,8 +152,11 @@ def plot_val_curves(run_dirs, png):
         if not val:
             raise ConfigError(f"{run}/log.jsonl has no val_loss rows; is it a finished train.py run?")
         ax.plot(*zip(*val), "o-", label=f"{cfg['attention']} ({cfg['pos']}): final {val[-1][1]:.4f}")
+        second.append(val[min(1, len(val) - 1)][1])
+    lows = [line.get_ydata().min() for line in ax.get_lines()]
+    ax.set_ylim(min(lows) - 0.05 * (max(second) - min(lows)), max(second) + 0.1 * (max(second) - min(lows)))
     ax.set_xlabel("tokens (millions)")
-    ax.set_ylabel(f"val loss (nats per {cfg['tokenizer']} token)")
+    ax.set_ylabel(f"val loss (nats per token, {cfg['tokenizer']} tokenizer)")
     ax.set_title(f"{cfg['preset'] or 'custom'}: {cfg['n_layer']}x{cfg['n_embd']}, {cfg['n_head']} heads, "
                  f"{cfg['dataset']}, {cfg['max_iters']} iters x {tokens_per_iter:,} tokens, seed {cfg['seed']}")
     ax.grid(alpha=0.3)
