@@ -6,16 +6,15 @@ peak memory on CUDA, and each type's step time as a ratio to `standard` measured
 It measures and prints; it asserts nothing.
 """
 
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
 from attention import ATTENTIONS, ConfigError, check_choice
-from data import DataError, get_tokenizer
+from data import get_tokenizer
 from model import GPT, peak_flops
-from train import PRESETS, Config, model_config, parse_flags, setup_device
+from train import cli, PRESETS, Config, model_config, parse_flags, setup_device
 
 
 @dataclass
@@ -91,8 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli(main)

@@ -1,33 +1,40 @@
 """Evaluate a checkpoint: `python eval.py --ckpt=PATH [--mode=loss|sample|outliers] [--key=value ...]`.
 
-loss      val loss, perplexity and bits per byte over non-overlapping windows of the split (default: the
-          checkpoint's dataset, windows of its block_size, at most max_tokens tokens)
-sample    text generated from --prompt (default: from the end-of-text token)
-outliers  the Diff Transformer paper's outlier statistics on the first --batches batches of those windows: the
-          largest attention logit (q·k/√d before softmax) and the largest hidden activation |x| of the residual stream
-compare   no checkpoint: `--runs=out/a,out/b --png=FILE` overlays the val loss curves of runs from their log.jsonl
+loss    val loss, perplexity and bits per byte over non-overlapping windows of the split (default: the
+        checkpoint's dataset, windows of its block_size, at most max_tokens tokens)
+sample  text generated from --prompt (default: from the end-of-text token)
+schedules  for several run folders (--run=DIR --run=DIR2 ...): every finished model's val loss against the compute
+        spent to get it (tokens, decay branches included), as a table and schedules_compare.png with a second panel
+        of the train-loss curves, where each decay's drop shows
+outliers  the Diff Transformer paper's outlier statistics on the first --batches batches of the loss windows: the
+        largest attention logit (q·k/√d before softmax) and the largest hidden activation |x| of the residual stream
+compare  for several run folders (--run=a,b): their val loss curves from log.jsonl overlaid in one PNG (--out: a
+        .png path, or a folder for val_compare.png; default the first run's folder)
 
 Design choices: flags are parsed from EvalConfig exactly as train.py parses its Config; the model is rebuilt from
 the GPTConfig stored in the checkpoint, so eval needs nothing from the run folder but ckpt.pt. Bits per byte use
 the split's bytes-per-token ratio from meta.json, which makes byte and BPE runs comparable.
 """
 
+import json
 import math
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from attention import ConfigError, apply_rope, rope_cos_sin
-from data import DataError, check_block, get_tokenizer, load_meta, load_split, prepare
+from data import check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
-from train import load_checkpoint, parse_flags, read_log, setup_device
+from train import cli, load_checkpoint, parse_flags, read_log, setup_device
 
 
 @dataclass
 class EvalConfig:
     ckpt: str = ""  # a ckpt.pt or a run folder
     mode: str = "loss"
+    run: list = field(default_factory=list)  # schedules, compare: run folders (repeat the flag or separate by commas)
+    out: str = ""  # schedules, compare: where the figure goes (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
     data_dir: str = "data"
@@ -35,11 +42,7 @@ class EvalConfig:
     eval_len: int = 0  # window length; default the checkpoint's block_size
     max_tokens: int = 1 << 20
     batch_size: int = 8
-    # outliers
-    batches: int = 4
-    # compare
-    runs: str = ""  # comma-separated run folders
-    png: str = "compare.png"
+    batches: int = 4  # outliers: how many batches of windows
     # sample
     prompt: str = ""
     max_new_tokens: int = 200
@@ -52,8 +55,8 @@ class EvalConfig:
     dtype: str = "auto"
 
 
-CHOICES = dict(mode=("loss", "sample", "outliers", "compare"), split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
-               dtype=("auto", "float32", "bfloat16", "float16"))
+CHOICES = dict(mode=("loss", "sample", "schedules", "outliers", "compare"), split=("train", "val"),
+               device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"))
 
 
 def load_model(path, device):
@@ -77,6 +80,61 @@ def eval_loss(model, tokens, eval_len, batch_size, max_tokens, device, autocast)
             _, loss = model(chunk[:, :-1], chunk[:, 1:])
         total, count = total + loss.item() * chunk[:, 1:].numel(), count + chunk[:, 1:].numel()
     return total / count, count
+
+
+def finished_models(run_dir):
+    """(config, budget rows, train rows) of a run folder: the finished models and the loss curve."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "log.jsonl").exists():
+        raise ConfigError(f"--run={run_dir} holds no log.jsonl; pass run folders written by train.py")
+    rows = read_log(run_dir)
+    return (json.loads((run_dir / "config.json").read_text()), [r for r in rows if "budget" in r],
+            [r for r in rows if "loss" in r])
+
+
+def run_label(run_dir, cfg):
+    shape = f" {cfg['decay_shape']}" if cfg["schedule"] in ("wsd", "wsd-s") else ""
+    return f"{Path(run_dir).name} ({cfg['schedule']}{shape})"
+
+
+def compare_schedules(runs, out):
+    """Print the table of finished models and draw schedules_compare.png; returns the figure's path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(13, 5))
+    print(f"{'run':<34} {'budget':>7} {'tokens (M)':>11} {'val loss':>9} {'val bpb':>8}")
+    for i, run_dir in enumerate(runs):
+        cfg, budgets, train = finished_models(run_dir)
+        label, color = run_label(run_dir, cfg), f"C{i}"
+        for r in budgets:
+            print(f"{label:<34} {r['budget']:>7} {r['tokens'] / 1e6:>11.2f} {r['val_loss']:>9.4f} {r['val_bpb']:>8.3f}")
+        ax_val.plot([r["tokens"] / 1e6 for r in budgets], [r["val_loss"] for r in budgets], "o-", color=color,
+                    label=label)
+        for branch in sorted({r.get("branch") for r in train}, key=lambda b: b or 0):
+            part = [r for r in train if r.get("branch") == branch]
+            ax_train.plot([r["iter"] for r in part], smooth([r["loss"] for r in part]), color=color,
+                          ls=":" if branch else "-", lw=1, label=label if branch is None else None)
+    ax_val.set(xlabel="compute spent to get the model (million tokens, decay branches included)",
+               ylabel="val loss (nats/token)", title="finished models: val loss against compute")
+    ax_train.set(xlabel="step", ylabel="train loss (smoothed; dotted: wsd decay branches)",
+                 title="train loss: the drop at each decay")
+    for ax in (ax_val, ax_train):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    cfg = finished_models(runs[0])[0]
+    fig.suptitle(f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}")
+    fig.tight_layout()
+    path = Path(out or runs[0]) / "schedules_compare.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def smooth(values, k=9):
+    """Centered moving average (shorter at the ends): per-step losses are noisy."""
+    return [sum(values[max(0, i - k // 2): i + k // 2 + 1]) / len(values[max(0, i - k // 2): i + k // 2 + 1])
+            for i in range(len(values))]
 
 
 def attention_logits(attn, x, config):
@@ -136,21 +194,23 @@ def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast
     return stats, n_windows
 
 
-def plot_val_curves(run_dirs, png):
-    """Val loss against tokens of several runs, overlaid, redrawn from each run's log.jsonl and config.json."""
-    import json
-    from pathlib import Path
+def plot_val_curves(runs, out):
+    """Val loss against tokens of several runs overlaid, redrawn from their log.jsonl and config.json (main branch
+    only, no wsd decay branches). out: a .png path, or a folder for val_compare.png. Returns the figure's path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
-    for run in run_dirs:
+    for run in runs:
+        if not (Path(run) / "log.jsonl").exists():
+            raise ConfigError(f"--run={run} holds no log.jsonl; pass run folders written by train.py")
         cfg = json.loads((Path(run) / "config.json").read_text())
         tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
-        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in read_log(run) if "val_loss" in r]
+        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in read_log(run)
+               if "val_loss" in r and not r.get("branch")]
         if not val:
-            raise ConfigError(f"{run}/log.jsonl has no val_loss rows; is it a finished train.py run?")
+            raise ConfigError(f"--run={run} has no val_loss rows in its log.jsonl yet")
         ax.plot(*zip(*val), "o-", label=f"{cfg['attention']} ({cfg['pos']}): final {val[-1][1]:.4f}")
         second.append(val[min(1, len(val) - 1)][1])
     lows = [line.get_ydata().min() for line in ax.get_lines()]
@@ -162,17 +222,23 @@ def plot_val_curves(run_dirs, png):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    path = Path(out) if out.endswith(".png") else Path(out or runs[0]) / "val_compare.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
+    if cfg.mode == "schedules":
+        if not cfg.run:
+            raise ConfigError("--mode=schedules needs run folders: --run=out/a --run=out/b ...")
+        print(f"wrote {compare_schedules(cfg.run, cfg.out)}")
+        return
     if cfg.mode == "compare":
-        if not cfg.runs:
-            raise ConfigError("--mode=compare needs --runs=out/a,out/b (run folders with log.jsonl)")
-        plot_val_curves(cfg.runs.split(","), cfg.png)
-        print(f"wrote {cfg.png}")
+        if not cfg.run:
+            raise ConfigError("--mode=compare needs run folders: --run=out/a,out/b")
+        print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
         return
     if not cfg.ckpt:
         raise ConfigError("--ckpt is required: a ckpt.pt or a run folder, e.g. --ckpt=out/run")
@@ -220,9 +286,6 @@ def main(argv):
               f"{model.config.attention} attention")
 
 
+
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli(main)

@@ -10,9 +10,14 @@ Design choices:
 - The run folder holds config.json, log.jsonl (one JSON object per logged step), ckpt.pt and loss.png.
   ckpt.pt is written atomically and holds the model, optimizer, step, config and every RNG state, so a killed
   run resumes bit-exactly with --resume. Ctrl-C finishes the current step, saves, and exits.
+- --budgets=b1,...: finished models along the way (schedules.py). wsd forks a decay branch per budget from a copy
+  of the full training state and returns to it; wsd-s and cyclic decay inside the one run. Every log row carries
+  `tokens`, the compute spent so far (branches included); a resumed run keeps exactly the rows logged before its
+  checkpoint's `tokens`.
 - Bad input (flags, data, checkpoints) raises ConfigError/DataError, printed as one line with exit code 2.
 """
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -32,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from attention import ConfigError, check_choice
 from data import TOKENIZERS, DataError, check_block, get_batch, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig, peak_flops
-from schedules import DECAY_SHAPES, SCHEDULES, make_schedule
+from schedules import DECAY_SHAPES, SCHEDULES, decay_len, make_schedule, schedule_problem
 
 
 @dataclass
@@ -65,8 +70,10 @@ class Config:
     min_lr: float = 1e-4
     schedule: str = "cosine"
     warmup_iters: int = 100
-    decay_frac: float = 0.2
+    decay_frac: float = 0.2  # wsd / wsd-s: the decay's share of the run (of each budget, each cycle)
     decay_shape: str = "sqrt"
+    budgets: str = ""  # "b1,b2,...,max_iters": steps at which a finished model is wanted (wsd, wsd-s, cyclic)
+    rewarmup_iters: int = 0  # wsd-s: steps to climb back to the peak after each budget
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -130,7 +137,10 @@ def parse_flags(argv, config_cls=Config, choices=None):
             close = difflib.get_close_matches(key, fields, n=3)
             raise ConfigError(f"unknown flag --{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)"
                                                          if close else "; see the Config dataclass in train.py"))
-        overrides[key] = parse_value(key, text if "=" in arg else "true", fields[key])
+        if fields[key] is list:  # a list flag may repeat and holds comma-separated items: --run=a --run=b,c
+            overrides[key] = overrides.get(key, []) + [item for item in text.split(",") if item]
+        else:
+            overrides[key] = parse_value(key, text if "=" in arg else "true", fields[key])
     for key, allowed in (CHOICES if choices is None else choices).items():
         if key in overrides:
             check_choice(key, overrides[key], allowed)
@@ -153,7 +163,20 @@ def validate(cfg):
     for key, allowed in CHOICES.items():
         check_choice(key, getattr(cfg, key), allowed)
     model_config(cfg, n_vocab=1)  # GPTConfig checks pos, norm, head sizes
+    problem = schedule_problem(cfg.schedule, cfg.warmup_iters, cfg.max_iters, cfg.decay_frac, budget_list(cfg),
+                               cfg.rewarmup_iters)
+    if problem:
+        raise ConfigError(problem)
     return cfg
+
+
+def budget_list(cfg):
+    """--budgets as a list of steps; by default the one finished model at max_iters."""
+    try:
+        return [int(b) for b in cfg.budgets.split(",")] if cfg.budgets else [cfg.max_iters]
+    except ValueError:
+        raise ConfigError(f"--budgets={cfg.budgets} is not a comma-separated list of steps, e.g. "
+                          f"--budgets={cfg.max_iters // 4},{cfg.max_iters // 2},{cfg.max_iters}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,8 +203,9 @@ def save_atomic(obj, path):
 
 
 def read_log(out_dir):
+    """The rows of log.jsonl; a last line cut short by a killed run is dropped."""
     path = Path(out_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
 def plot_losses(out_dir):
@@ -293,28 +317,40 @@ def main(argv):
     bytes_per_token = meta["val_bytes"] / meta["val_tokens"]
 
     # model and optimizer
-    model = GPT(model_config(cfg, tokenizer.n_vocab)).to(device)
+    model = raw_model = GPT(model_config(cfg, tokenizer.n_vocab)).to(device)  # model: compiled / DDP-wrapped below
     if source is not None:
-        model.load_state_dict(source["model"])
+        raw_model.load_state_dict(source["model"])
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
     batch_gen = torch.Generator().manual_seed(cfg.seed)
-    start_iter = 0
+
+    def training_state(it):
+        """Everything the next step depends on; loading it continues the run bit-exactly."""
+        rng = {"batch": batch_gen.get_state(), "torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}
+        return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "iter": it, "rng": rng}
+
+    def load_training_state(state):
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batch_gen.set_state(state["rng"]["batch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        return state["iter"]
+
+    # budgets: finished models wanted along the way; wsd forks a decay branch for each but the last
+    budgets = budget_list(cfg)
+    forks = {b - decay_len(b, cfg.decay_frac): b for b in budgets[:-1]} if cfg.schedule == "wsd" else {}
+    it, branch, aside, tokens = 0, None, None, 0  # step, wsd branch being decayed, main state set aside, compute
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_iter = ckpt["iter"]
-        batch_gen.set_state(ckpt["rng"]["batch"])
-        torch.set_rng_state(ckpt["rng"]["torch"][rank % len(ckpt["rng"]["torch"])])
-        if device.startswith("cuda") and ckpt["rng"].get("cuda"):
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"][rank % len(ckpt["rng"]["cuda"])])
-    raw_model = model
+        it, branch, aside, tokens = load_training_state(ckpt), ckpt["branch"], ckpt["aside"], ckpt["tokens"]
     if use_compile:
         model = torch.compile(model)
     if ddp:
         model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device.startswith("cuda") else None)
     scaler = torch.amp.GradScaler(enabled=dtype == "float16")
     lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters,
-                          cfg.decay_frac, cfg.decay_shape)
+                          cfg.decay_frac, cfg.decay_shape, budgets, cfg.rewarmup_iters)
     accum = cfg.grad_accum // world
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.grad_accum
     peak = peak_flops(torch.device(device))
@@ -322,12 +358,19 @@ def main(argv):
     if master:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        kept = [r for r in read_log(out) if r["iter"] < start_iter]  # rows past the checkpoint are redone
+        kept = [r for r in read_log(out) if r["tokens"] <= tokens]  # rows logged after the checkpoint are redone
         (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
         print(f"{raw_model.num_params() / 1e6:.2f}M parameters | {device} {dtype}{' compiled' if use_compile else ''}"
               f"{f' | DDP x{world}' if ddp else ''} | {tokens_per_iter:,} tokens/iter | data {folder} "
               f"({meta['train_tokens']:,} train tokens) | unigram baseline {meta['unigram_bpb']:.3f} bits/byte"
-              + (f" | resuming at iter {start_iter}" if start_iter else ""))
+              + (f" | resuming at iter {it}" + (f" in the decay branch of budget {branch}" if branch else "")
+                 if tokens else ""))
+
+    def log(row, text):
+        if master:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(text)
 
     @torch.no_grad()
     def evaluate():
@@ -347,21 +390,31 @@ def main(argv):
 
     def save(it):
         if master:
-            rng = {"batch": batch_gen.get_state(), "torch": [torch.get_rng_state()],
-                   "cuda": [torch.cuda.get_rng_state()] if device.startswith("cuda") else []}
+            save_atomic({**training_state(it), "model_config": dataclasses.asdict(raw_model.config),
+                         "config": dataclasses.asdict(cfg), "branch": branch, "aside": aside, "tokens": tokens},
+                        out / "ckpt.pt")
+
+    def finish_budget(b):
+        """A finished model: evaluate it, save budget_<b>.pt (when --budgets is set), log its compute."""
+        val_loss = evaluate()
+        bpb = val_loss / math.log(2) / bytes_per_token
+        if master and cfg.budgets:
             save_atomic({"model": raw_model.state_dict(), "model_config": dataclasses.asdict(raw_model.config),
-                         "optimizer": optimizer.state_dict(), "iter": it, "config": dataclasses.asdict(cfg),
-                         "rng": rng}, out / "ckpt.pt")
+                         "config": dataclasses.asdict(cfg), "iter": b}, out / f"budget_{b}.pt")
+        log({"iter": b, "budget": b, "val_loss": val_loss, "val_bpb": bpb, "tokens": tokens,
+             **({"branch": branch} if branch else {})},
+            f"budget {b} finished: val loss {val_loss:.4f}, {bpb:.3f} bits/byte (unigram baseline "
+            f"{meta['unigram_bpb']:.3f}), {tokens:,} tokens of compute")
 
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # finish the step, save, exit
 
-    it, t_last, n_timed, row = start_iter, time.time(), 0, {}
-    while it < cfg.max_iters:
-        lr = lr_at(it)
+    t_last, n_timed, row = time.time(), 0, {}
+    while branch or it < cfg.max_iters:
+        lr = lr_at(it, branch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if it % cfg.eval_interval == 0:
+        if it % cfg.eval_interval == 0 and branch is None:
             val_loss = evaluate()
             row = {"val_loss": val_loss, "val_bpb": val_loss / math.log(2) / bytes_per_token}
             if master:
@@ -385,7 +438,7 @@ def main(argv):
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        it, n_timed = it + 1, n_timed + 1
+        it, n_timed, tokens = it + 1, n_timed + 1, tokens + tokens_per_iter
 
         if (it - 1) % cfg.log_interval == 0 or it == cfg.max_iters or row:
             if ddp:
@@ -393,15 +446,22 @@ def main(argv):
                 step_loss /= world
             dt = (time.time() - t_last) / n_timed
             tok_s, mfu = tokens_per_iter / dt, raw_model.estimate_mfu(tokens_per_iter / dt, peak)
-            row = {"iter": it - 1, "loss": step_loss.item(), "lr": lr, **row, "ms": 1000 * dt, "tokens_per_sec": tok_s}
-            if master:
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                eta = dt * (cfg.max_iters - it)
-                print(f"iter {it - 1}/{cfg.max_iters} | loss {row['loss']:.4f} | lr {lr:.2e} | {1000 * dt:.1f} ms | "
-                      f"{tok_s:,.0f} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
-                      f" | eta {int(eta // 60)}m{int(eta % 60):02d}s")
+            eta = dt * (cfg.max_iters - it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > it))
+            row = {"iter": it - 1, "loss": step_loss.item(), "lr": lr, **row, "ms": 1000 * dt, "tokens_per_sec": tok_s,
+                   "tokens": tokens, **({"branch": branch} if branch else {})}
+            log(row, (f"[branch {branch}] " if branch else "") +
+                f"iter {it - 1}/{cfg.max_iters} | loss {row['loss']:.4f} | lr {lr:.2e} | {1000 * dt:.1f} ms | "
+                f"{tok_s:,.0f} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
+                f" | eta {int(eta // 60)}m{int(eta % 60):02d}s")
             t_last, n_timed, row = time.time(), 0, {}
+        if branch and it == branch:  # the decay branch is done: keep its model, return to the main branch
+            finish_budget(it)
+            it, branch, aside = load_training_state(aside), None, None
+        elif branch is None:
+            if it in budgets and (cfg.schedule != "wsd" or it == cfg.max_iters):
+                finish_budget(it)
+            if it in forks:  # wsd: set the main branch aside and decay towards budget forks[it]
+                aside, branch = copy.deepcopy(training_state(it)), forks[it]
         if ddp:  # every rank stops at the same step when any of them got Ctrl-C
             flag = torch.tensor(float(bool(stop)), device=device)
             dist.all_reduce(flag)
@@ -411,18 +471,11 @@ def main(argv):
             if master:
                 print(f"interrupted: saved {out}/ckpt.pt at iter {it}; continue with --out_dir={out} --resume")
             break
-        if cfg.ckpt_interval and it % cfg.ckpt_interval == 0 and it < cfg.max_iters:
+        if cfg.ckpt_interval and it % cfg.ckpt_interval == 0 and (branch or it < cfg.max_iters):
             save(it)
 
     if not stop:
-        val_loss = evaluate()
         save(it)
-        if master:
-            bpb = val_loss / math.log(2) / bytes_per_token
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps({"iter": it, "val_loss": val_loss, "val_bpb": bpb}) + "\n")
-            print(f"done: val loss {val_loss:.4f}, {bpb:.3f} bits/byte (unigram baseline {meta['unigram_bpb']:.3f}); "
-                  f"checkpoint {out}/ckpt.pt")
     if master:
         plot_losses(out)
         if cfg.sample_tokens and not stop:
@@ -434,9 +487,14 @@ def main(argv):
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":
+def cli(main):
+    """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
     try:
         main(sys.argv[1:])
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attention import ConfigError
-from train import Config, parse_flags
+from train import Config, parse_flags, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def corpus(tmp_path_factory):
     return tmp
 
 
-def run(args, cwd, timeout=120, env=None, **kw):
+def run(args, cwd, timeout=600, env=None, **kw):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kw)
 
@@ -37,9 +37,12 @@ def train_args(corpus, out, *extra):
             f"--data_dir={corpus / 'data'}", f"--out_dir={out}", "--sample_tokens=0", *extra]
 
 
+def rows_of(out):
+    return read_log(out)
+
+
 def losses(out):
-    return {r["iter"]: r["loss"] for r in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines())
-            if "loss" in r}
+    return {r["iter"]: r["loss"] for r in read_log(out) if "loss" in r and "branch" not in r}
 
 
 def one_line_error(proc, *needles):
@@ -129,6 +132,19 @@ def test_learned_positions_refuse_long_eval_and_prompt(corpus, tmp_path):
                    "prompt", "block_size=64")
 
 
+def kill_when(args, cwd, out, condition, sig=signal.SIGKILL, timeout=300):
+    """Start train.py, send sig once a logged training row satisfies condition; returns the process."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        rows = rows_of(out) if (out / "log.jsonl").exists() else []
+        if any("loss" in r and condition(r) for r in rows):
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    return proc
+
+
 RESUME_ARGS = ("--max_iters=60", "--ckpt_interval=10", "--log_interval=1", "--eval_interval=10", "--dropout=0.1",
                "--batch_size=32")
 
@@ -137,13 +153,7 @@ def test_resume_after_sigkill_is_bit_exact(corpus, tmp_path):
     ref = tmp_path / "ref"
     assert run(train_args(corpus, ref, *RESUME_ARGS), tmp_path).returncode == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *train_args(corpus, out, *RESUME_ARGS)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "log.jsonl").exists() or max(losses(out), default=-1) < 15:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(train_args(corpus, out, *RESUME_ARGS), tmp_path, out, lambda row: row["iter"] >= 15).wait()
     killed_at = max(losses(out))
     assert 15 <= killed_at < 59, "the run must die between a checkpoint and its end"
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter"] >= 10
@@ -154,13 +164,8 @@ def test_resume_after_sigkill_is_bit_exact(corpus, tmp_path):
 
 def test_ctrl_c_saves_and_resumes(corpus, tmp_path):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, *train_args(corpus, out, *RESUME_ARGS)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "log.jsonl").exists() or max(losses(out), default=-1) < 5:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    proc = kill_when(train_args(corpus, out, *RESUME_ARGS), tmp_path, out, lambda row: row["iter"] >= 5, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
     assert "interrupted" in stdout and "--resume" in stdout
     saved = torch.load(out / "ckpt.pt", weights_only=True)["iter"]
@@ -193,3 +198,55 @@ def test_ddp_two_cpu_processes_match_one_process(corpus, tmp_path):
     assert sorted(a) == sorted(b) == list(range(6))
     for it in a:
         assert b[it] == pytest.approx(a[it], rel=1e-5, abs=1e-6)
+
+
+SCHED = ("--max_iters=60", "--log_interval=1", "--eval_interval=20", "--batch_size=16")
+
+
+def test_wsd_branches_leave_the_main_branch_bit_identical(corpus, tmp_path):
+    plain, branched = tmp_path / "plain", tmp_path / "branched"
+    assert run(train_args(corpus, plain, "--schedule=wsd", *SCHED), tmp_path).returncode == 0
+    proc = run(train_args(corpus, branched, "--schedule=wsd", "--budgets=20,40,60", *SCHED), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    main = {r["iter"]: r["loss"] for r in rows_of(branched) if "loss" in r and "branch" not in r}
+    assert main == losses(plain)  # every main-branch step, bit for bit
+    budgets = [r for r in rows_of(branched) if "budget" in r]
+    assert [r["budget"] for r in budgets] == [20, 40, 60] and [r.get("branch") for r in budgets] == [20, 40, None]
+    tokens_per_iter = 16 * 64  # batch 16 x block 64
+    assert [r["tokens"] for r in budgets] == [20 * tokens_per_iter, (40 + 4) * tokens_per_iter,
+                                             (60 + 4 + 8) * tokens_per_iter]  # branches of 0.2·20 and 0.2·40 steps
+    assert budgets[-1]["val_loss"] == [r for r in rows_of(plain) if "val_loss" in r][-1]["val_loss"]
+    for b in (20, 40, 60):
+        assert torch.load(branched / f"budget_{b}.pt", weights_only=True)["iter"] == b
+    ev = run([str(ROOT / "eval.py"), f"--ckpt={branched / 'budget_20.pt'}", f"--data_dir={corpus / 'data'}"], tmp_path)
+    assert ev.returncode == 0 and "val_loss" in ev.stdout  # a budget checkpoint is a normal checkpoint
+
+
+@pytest.mark.parametrize("schedule", ["wsd", "wsd-s"])
+def test_resume_inside_a_decay_is_bit_exact(corpus, tmp_path, schedule):
+    args = ("--schedule=" + schedule, "--budgets=30,60", "--decay_frac=0.5", "--ckpt_interval=1", *SCHED)
+    ref = tmp_path / "ref"
+    assert run(train_args(corpus, ref, *args), tmp_path).returncode == 0
+    out = tmp_path / "killed"
+    # wsd: the branch of budget 30 runs steps 15..29; wsd-s: the first cycle decays over 15..29
+    kill_when(train_args(corpus, out, *args), tmp_path, out, lambda row: row["iter"] >= 18).wait()
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert 15 < ckpt["iter"] < 30 and (ckpt["branch"] == 30 if schedule == "wsd" else ckpt["branch"] is None)
+    assert run(train_args(corpus, out, "--resume"), tmp_path).returncode == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("ms", "tokens_per_sec")} for r in rows]
+    assert strip(rows_of(out)) == strip(rows_of(ref))  # every row, branch and budget rows included
+    assert schedule == "wsd-s" or (out / "budget_30.pt").exists()
+
+
+def test_compare_schedules_table_and_figure(corpus, tmp_path):
+    for schedule in ("wsd-s", "cyclic"):
+        assert run(train_args(corpus, tmp_path / schedule, f"--schedule={schedule}", "--budgets=20,40,60", *SCHED),
+                   tmp_path).returncode == 0
+    proc = run([str(ROOT / "eval.py"), "--mode=schedules", f"--run={tmp_path / 'wsd-s'}", f"--run={tmp_path / 'cyclic'}"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "wsd-s" / "schedules_compare.png").exists()
+    lines = [l for l in proc.stdout.splitlines() if "(wsd-s sqrt)" in l or "(cyclic)" in l]
+    assert len(lines) == 6  # three finished models per run
+    one_line_error(run(train_args(corpus, tmp_path / "bad", "--schedule=cosine", "--budgets=20,60", *SCHED), tmp_path),
+                   "one cosine run per budget")
