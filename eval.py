@@ -115,6 +115,9 @@ def compare_schedules(runs, out):
             part = [r for r in train if r.get("branch") == branch]
             ax_train.plot([r["iter"] for r in part], smooth([r["loss"] for r in part]), color=color,
                           ls=":" if branch else "-", lw=1, label=label if branch is None else None)
+    late = [y for line in ax_train.get_lines() for x, y in zip(*line.get_data()) if x >= 0.2 * max(line.get_xdata())]
+    if late:  # zoom past the initial drop, where the decays are
+        ax_train.set_ylim(min(late) - 0.05, max(late) + 0.05)
     ax_val.set(xlabel="compute spent to get the model (million tokens, decay branches included)",
                ylabel="val loss (nats/token)", title="finished models: val loss against compute")
     ax_train.set(xlabel="step", ylabel="train loss (smoothed; dotted: wsd decay branches)",
@@ -131,7 +134,7 @@ def compare_schedules(runs, out):
     return path
 
 
-def smooth(values, k=9):
+def smooth(values, k=3):
     """Centered moving average (shorter at the ends): per-step losses are noisy."""
     return [sum(values[max(0, i - k // 2): i + k // 2 + 1]) / len(values[max(0, i - k // 2): i + k // 2 + 1])
             for i in range(len(values))]
