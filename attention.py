@@ -1,7 +1,8 @@
 """Attention variants and positional pieces, behind one constructor: make_attention(config, layer_idx).
 
 standard  softmax(QKᵀ/√d + bias) V        SDPA fast path (flash when bias-free); explicit path returns maps
-(diff and dape arrive in their own issues and plug in through make_attention)
+diff      (softmax(Q1K1ᵀ/√d) − λ·softmax(Q2K2ᵀ/√d)) V, then per-head RMSNorm       Diff Transformer, arXiv 2410.05258
+(dape arrives in its own issue and plugs in through make_attention)
 
 Positions that live inside attention:
 rope      rotary embedding of q and k (Su et al. 2021), half-split pairing as in GPT-NeoX/LLaMA
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTENTIONS = ("standard",)
+ATTENTIONS = ("standard", "diff")
 POSITIONS = ("rope", "nope", "alibi", "learned")
 
 
@@ -132,7 +133,92 @@ class CausalSelfAttention(nn.Module):
         return F.dropout(att, self.dropout, self.training)
 
 
+class DiffAttention(nn.Module):
+    """Differential attention (Diff Transformer, arXiv 2410.05258 §2.1) with h = n_head // 2 heads.
+
+    Q and K are split into 2h sub-heads of size d = n_embd / n_head (the baseline's head size, never halved), V into
+    h heads of size 2d; head i owns the Q/K sub-heads (2i, 2i+1) as (Q1, Q2), (K1, K2). c_attn and c_proj have the
+    baseline's sizes; the extra parameters are the four λ vectors (size d) and one RMSNorm weight (size 2d).
+    Positions: rope rotates every sub-head at size d; alibi adds one bias per differential head (h slopes) to both of
+    its score maps; nope and learned need nothing here. capture_heads indexes the h differential heads, and the
+    captured map is the effective one, A1 − λ·A2 (negative entries allowed, rows sum to 1 − λ).
+    """
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        if config.n_head % 2:
+            raise ConfigError(f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
+                              f"even; got --n_head={config.n_head}")
+        if config.n_embd % config.n_head:
+            raise ConfigError(f"--n_embd={config.n_embd} is not divisible by --n_head={config.n_head}")
+        self.n_head = config.n_head // 2  # h differential heads
+        self.head_dim = config.n_embd // config.n_head  # d, the size of one Q/K sub-head
+        self.pos, self.rope_base, self.dropout = config.pos, config.rope_base, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)  # λinit, §2.1 (layer_idx 0-based)
+        self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+            nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
+        self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
+        if self.pos == "alibi":
+            self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
+        self.capture_heads = None  # list of differential-head indices -> explicit path, maps left in self.maps
+        self.maps = None
+
+    position_bias = CausalSelfAttention.position_bias  # (h, T, T): one bias per differential head
+    capture = CausalSelfAttention.capture  # the same capture protocol, applied to the effective maps
+
+    def lam(self):
+        """λ, one scalar per layer, computed in fp32."""
+        q1k1 = torch.sum(self.lambda_q1.float() * self.lambda_k1.float())
+        q2k2 = torch.sum(self.lambda_q2.float() * self.lambda_k2.float())
+        return torch.exp(q1k1) - torch.exp(q2k2) + self.lambda_init  # eq. (2)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        h, d = self.n_head, self.head_dim
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k = (t.view(B, T, 2 * h, d).transpose(1, 2) for t in (q, k))  # (B, 2h, T, d); head i: sub-heads 2i, 2i+1
+        v = v.view(B, T, h, 2 * d).transpose(1, 2)  # (B, h, T, 2d)
+        if self.pos == "rope":
+            cos, sin = rope_cos_sin(T, d, self.rope_base, x.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        bias, lam = self.position_bias(T, x.device), self.lam()
+        if self.capture_heads is None:
+            y = self.fast(q, k, v, bias, lam)
+        else:
+            y = self.capture(self.explicit_map(q, k, bias, lam)) @ v
+        y = self.subln(y) * (1 - self.lambda_init)  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def fast(self, q, k, v, bias, lam):
+        """(A1 − λ·A2)·V as A1·V − λ·(A2·V): two SDPA calls sharing the 2d-wide V."""
+        p = self.dropout if self.training else 0.0
+        mask = None
+        if bias is not None:
+            T = q.size(-2)
+            mask = bias.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+            mask = mask.to(q.dtype)
+        o1, o2 = (F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], v, attn_mask=mask, dropout_p=p,
+                                                 is_causal=mask is None) for s in (0, 1))  # (B, h, T, 2d) each
+        return o1 - lam * o2
+
+    def explicit_map(self, q, k, bias, lam):
+        """The effective attention map A1 − λ·A2 (B, h, T, T), materialised."""
+        T = q.size(-2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, 2h, T, T)
+        if bias is not None:
+            att = att + bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        att = F.softmax(att.float(), dim=-1).type_as(q)
+        return att[:, 0::2] - lam * att[:, 1::2]  # eq. (1): softmax first, then the difference
+
+
 def make_attention(config, layer_idx):
     """The one constructor model.py calls: picks the module for config.attention."""
     check_choice("attention", config.attention, ATTENTIONS)
+    if config.attention == "diff":
+        return DiffAttention(config, layer_idx)
     return CausalSelfAttention(config, layer_idx)

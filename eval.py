@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: `python eval.py --ckpt=PATH [--mode=loss|sample] [--key=value ...]`.
+"""Evaluate a checkpoint: `python eval.py --ckpt=PATH [--mode=loss|sample|outliers] [--key=value ...]`.
 
 loss    val loss, perplexity and bits per byte over non-overlapping windows of the split (default: the
         checkpoint's dataset, windows of its block_size, at most max_tokens tokens)
@@ -6,6 +6,10 @@ sample  text generated from --prompt (default: from the end-of-text token)
 schedules  for several run folders (--run=DIR --run=DIR2 ...): every finished model's val loss against the compute
         spent to get it (tokens, decay branches included), as a table and schedules_compare.png with a second panel
         of the train-loss curves, where each decay's drop shows
+outliers  the Diff Transformer paper's outlier statistics on the first --batches batches of the loss windows: the
+        largest attention logit (q·k/√d before softmax) and the largest hidden activation |x| of the residual stream
+compare  for several run folders (--run=a,b): their val loss curves from log.jsonl overlaid in one PNG (--out: a
+        .png path, or a folder for val_compare.png; default the first run's folder)
 
 Design choices: flags are parsed from EvalConfig exactly as train.py parses its Config; the model is rebuilt from
 the GPTConfig stored in the checkpoint, so eval needs nothing from the run folder but ckpt.pt. Bits per byte use
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from attention import ConfigError
+from attention import ConfigError, apply_rope, rope_cos_sin
 from data import check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
 from train import cli, load_checkpoint, parse_flags, read_log, setup_device
@@ -29,8 +33,8 @@ from train import cli, load_checkpoint, parse_flags, read_log, setup_device
 class EvalConfig:
     ckpt: str = ""  # a ckpt.pt or a run folder
     mode: str = "loss"
-    run: list = field(default_factory=list)  # schedules: run folders (repeat the flag or separate by commas)
-    out: str = ""  # schedules: where the figure goes (default: the first run's folder)
+    run: list = field(default_factory=list)  # schedules, compare: run folders (repeat the flag or separate by commas)
+    out: str = ""  # schedules, compare: where the figure goes (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
     data_dir: str = "data"
@@ -38,6 +42,7 @@ class EvalConfig:
     eval_len: int = 0  # window length; default the checkpoint's block_size
     max_tokens: int = 1 << 20
     batch_size: int = 8
+    batches: int = 4  # outliers: how many batches of windows
     # sample
     prompt: str = ""
     max_new_tokens: int = 200
@@ -50,8 +55,8 @@ class EvalConfig:
     dtype: str = "auto"
 
 
-CHOICES = dict(mode=("loss", "sample", "schedules"), split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
-               dtype=("auto", "float32", "bfloat16", "float16"))
+CHOICES = dict(mode=("loss", "sample", "schedules", "outliers", "compare"), split=("train", "val"),
+               device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"))
 
 
 def load_model(path, device):
@@ -135,12 +140,108 @@ def smooth(values, k=3):
             for i in range(len(values))]
 
 
+def attention_logits(attn, x, config):
+    """q·k/√d of every query/key (sub-)head of one layer, recomputed from the layer's input x (B, T, C), future
+    entries −inf: (B, n_head, T, T). Standard and diff layers both cut q and k from c_attn into config.n_head pieces
+    of size n_embd / n_head (diff: its 2h sub-heads) and rotate each with RoPE; position biases are not included."""
+    B, T, C = x.shape
+    n, d = config.n_head, C // config.n_head
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    q, k = (t.view(B, T, n, d).transpose(1, 2) for t in (q, k))
+    if config.pos == "rope":
+        cos, sin = rope_cos_sin(T, d, config.rope_base, x.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(d)  # (B, n_head, T, T)
+    return att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+
+
+@torch.no_grad()
+def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast):
+    """The paper's outlier statistics (arXiv 2410.05258 §3.8, Table 6) on the first batches × batch_size windows,
+    read through forward hooks: the top attention logit (max q·k/√d over layers, heads, positions) and the top
+    hidden activation (max |x| of the residual stream after each block), each with the median of the per-layer
+    medians for scale. -> ({"logit"|"hidden": (top, where, median)}, windows used)."""
+    seen = {"logit": [], "hidden": []}  # (max, median, where) per layer and batch
+
+    def on_attention(layer):
+        def hook(attn, args):
+            att = attention_logits(attn, args[0], model.config).float()  # (B, n_head, T, T)
+            per_head = att.amax(dim=(0, 2, 3))
+            seen["logit"].append((per_head.max().item(), att[att > -math.inf].median().item(),
+                                  f"layer {layer}, q/k head {per_head.argmax().item()}"))
+        return hook
+
+    def on_block(layer):
+        def hook(block, args, out):
+            a = out.float().abs()
+            seen["hidden"].append((a.max().item(), a.median().item(), f"after block {layer}"))
+        return hook
+
+    hooks = [b.attn.register_forward_pre_hook(on_attention(l)) for l, b in enumerate(model.transformer.h)]
+    hooks += [b.register_forward_hook(on_block(l)) for l, b in enumerate(model.transformer.h)]
+    n_windows = max(1, min(batches * batch_size, (len(tokens) - 1) // eval_len))
+    try:
+        for start in range(0, n_windows, batch_size):
+            rows = range(start, min(start + batch_size, n_windows))
+            x = torch.stack([torch.from_numpy(tokens[w * eval_len:(w + 1) * eval_len].astype("int64")) for w in rows])
+            with autocast:
+                model(x.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    stats = {}
+    for kind, rows in seen.items():
+        top, _, where = max(rows)
+        medians = sorted(m for _, m, _ in rows)
+        stats[kind] = (top, where, medians[len(medians) // 2])
+    return stats, n_windows
+
+
+def plot_val_curves(runs, out):
+    """Val loss against tokens of several runs overlaid, redrawn from their log.jsonl and config.json (main branch
+    only, no wsd decay branches). out: a .png path, or a folder for val_compare.png. Returns the figure's path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
+    for run in runs:
+        if not (Path(run) / "log.jsonl").exists():
+            raise ConfigError(f"--run={run} holds no log.jsonl; pass run folders written by train.py")
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
+        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in read_log(run)
+               if "val_loss" in r and not r.get("branch")]
+        if not val:
+            raise ConfigError(f"--run={run} has no val_loss rows in its log.jsonl yet")
+        ax.plot(*zip(*val), "o-", label=f"{cfg['attention']} ({cfg['pos']}): final {val[-1][1]:.4f}")
+        second.append(val[min(1, len(val) - 1)][1])
+    lows = [line.get_ydata().min() for line in ax.get_lines()]
+    ax.set_ylim(min(lows) - 0.05 * (max(second) - min(lows)), max(second) + 0.1 * (max(second) - min(lows)))
+    ax.set_xlabel("tokens (millions)")
+    ax.set_ylabel(f"val loss (nats per token, {cfg['tokenizer']} tokenizer)")
+    ax.set_title(f"{cfg['preset'] or 'custom'}: {cfg['n_layer']}x{cfg['n_embd']}, {cfg['n_head']} heads, "
+                 f"{cfg['dataset']}, {cfg['max_iters']} iters x {tokens_per_iter:,} tokens, seed {cfg['seed']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(out) if out.endswith(".png") else Path(out or runs[0]) / "val_compare.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
     if cfg.mode == "schedules":
         if not cfg.run:
             raise ConfigError("--mode=schedules needs run folders: --run=out/a --run=out/b ...")
         print(f"wrote {compare_schedules(cfg.run, cfg.out)}")
+        return
+    if cfg.mode == "compare":
+        if not cfg.run:
+            raise ConfigError("--mode=compare needs run folders: --run=out/a,out/b")
+        print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
         return
     if not cfg.ckpt:
         raise ConfigError("--ckpt is required: a ckpt.pt or a run folder, e.g. --ckpt=out/run")
@@ -174,6 +275,19 @@ def main(argv):
         for row in out.tolist():
             text = tokenizer.decode([t for t in row if t < tokenizer.n_vocab and t != tokenizer.eot])
             print(text + "\n" + "-" * 40)
+
+    elif cfg.mode == "outliers":
+        eval_len = cfg.eval_len or block_size  # learned positions refuse longer windows themselves
+        folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
+        tokens = load_split(folder, cfg.split)
+        check_block(tokens, eval_len, cfg.split, folder)
+        stats, n = outlier_stats(model, tokens, eval_len, cfg.batch_size, cfg.batches, device, autocast)
+        (logit, where, median), (act, act_where, act_median) = stats["logit"], stats["hidden"]
+        print(f"top attention logit {logit:.2f} ({where}; median {median:.2f}) | q·k/√d before softmax, "
+              f"{n} windows of {eval_len} tokens of {folder}/{cfg.split}.bin")
+        print(f"top hidden activation {act:.2f} ({act_where}; median |x| {act_median:.3f}) | residual stream, "
+              f"{model.config.attention} attention")
+
 
 
 if __name__ == "__main__":
