@@ -55,8 +55,10 @@ class Config:
     dropout: float = 0.0
     bias: bool = False
     attention: str = "standard"
-    pos: str = "rope"
+    pos: str = "auto"  # rope; kerple for --attention=dape
     norm: str = "layernorm"
+    dape_kernel: int = 3
+    dape_channels: int = 32
     # optimisation
     batch_size: int = 32
     grad_accum: int = 1  # micro-steps per optimizer step, summed over all DDP ranks
@@ -152,7 +154,7 @@ def validate(cfg):
     """Every choice and the model's shape, checked before anything touches the disk."""
     for key, allowed in CHOICES.items():
         check_choice(key, getattr(cfg, key), allowed)
-    model_config(cfg, n_vocab=1)  # GPTConfig checks pos, norm, head sizes
+    cfg.pos = model_config(cfg, n_vocab=1).pos  # GPTConfig checks pos, norm, head sizes and resolves pos=auto
     return cfg
 
 
