@@ -216,6 +216,7 @@ class DapeV2Attention(CausalSelfAttention):
         bias = self.relative_bias(dist)  # (H, rows, keys), None for nope
         feats = s if bias is None else torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)  # [S ; Bias]: 2H channels
         feats = feats.masked_fill(dist < 0, 0.0)  # tril: no future score reaches the conv
+        feats = feats.contiguous(memory_format=torch.channels_last)  # same numbers; the convs run ~2x faster on CPU
         bias = 0.0 if bias is None else bias
         return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
 

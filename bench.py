@@ -32,7 +32,7 @@ class BenchConfig:
     block_size: int = 0  # default: the preset's
     mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory
     infer_len: int = 8192
-    q_chunk: int = 256  # DAPE query rows per chunk in infer mode
+    q_chunk: int = 128  # DAPE query rows per chunk in infer mode
     steps: int = 10
     warmup: int = 3
     device: str = "auto"

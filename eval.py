@@ -55,7 +55,7 @@ class EvalConfig:
     lengths: str = ""  # comma-separated; default: the first run's block_size × 1, 2, 4, ... 32, up to 8192
     windows: int = 8  # val windows per length, the same ones at every length
     tail: int = 256  # tokens scored at the end of each window
-    q_chunk: int = 256  # DAPE query rows per chunk; 0: all at once
+    q_chunk: int = 128  # DAPE query rows per chunk; 0: all at once
     out: str = ""  # folder for extrapolation.{json,png}; default: the first checkpoint's folder
     # system
     device: str = "auto"

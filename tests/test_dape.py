@@ -196,6 +196,15 @@ def test_dape_trains_and_gradients_reach_convs_and_kerple():
     assert loss.item() < 0.5 * first.item()
 
 
+def test_dape_generates_past_block_size():
+    """No KV cache: generate() recomputes the (cropped) context, so the mask is always by absolute position."""
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 64, (1, 10))
+    out = model.generate(idx, 12, temperature=0)
+    assert out.shape == (1, 22) and out[0, 10].item() == model(idx)[0][0, -1].argmax().item()
+
+
 def test_extrapolate_end_to_end(tmp_path, capsys):
     """train.py --attention=dape (kerple by default) then eval.py --mode=extrapolate with two checkpoints (one
     repeated --ckpt, one comma-separated): table, json, png; learned positions and dape + rope refused."""
