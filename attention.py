@@ -190,8 +190,10 @@ class DapeV2Attention(CausalSelfAttention):
             y = self.capture(self.probs(q, k, 0, T)) @ v
         else:
             step = self.q_chunk or T
-            y = torch.cat([F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
-                           @ v[:, :, :min(i0 + step, T)] for i0 in range(0, T, step)], dim=2)
+            ys = [F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
+                  @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
+            y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
+
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
