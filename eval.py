@@ -106,6 +106,7 @@ def plot_extrapolation(path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
     res = json.loads(Path(path).read_text())
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in res["runs"]:
@@ -114,8 +115,10 @@ def plot_extrapolation(path):
         ax.axvline(bs, color="gray", ls=":", lw=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%g"))
     ax.set_xticks(res["lengths"], [str(n) for n in res["lengths"]])
-    ax.set_xlabel("evaluation length (tokens; dotted: training length)")
+    ax.set_xlabel(f"evaluation length in tokens ({res['runs'][0]['tokenizer']} tokenizer; dotted: training length)")
     ax.set_ylabel(f"perplexity of the last {res['tail']} tokens")
     r0 = res["runs"][0]
     ax.set_title(f"{r0['preset'] or 'custom'} {r0['shape']}, {r0['dataset']} ({r0['tokenizer']}), trained on "

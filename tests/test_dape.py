@@ -60,6 +60,9 @@ def test_kerple_standard_fast_equals_explicit_and_is_causal():
     changed = idx.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 64
     assert torch.allclose(model(changed)[0][:, :10], fast[:, :10], atol=1e-6)
+    model(idx, idx)[1].backward()  # the fast path takes the bias as an SDPA mask: p and a still get gradients
+    assert model.transformer.h[0].attn.kerple.p.grad.abs().sum() > 0
+    assert model.transformer.h[1].attn.kerple.a.grad.abs().sum() > 0
 
 
 def test_dape_defaults_names_and_refusals():
