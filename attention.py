@@ -11,7 +11,7 @@ kerple    bias −p_h·log(1 + a_h·(i − j)), learnable p_h, a_h ≥ 0.01 (Ker
 nope      nothing; `learned` absolute positions are added to the embeddings in model.py
 
 Every attention module has two paths that compute the same thing:
-- fast: F.scaled_dot_product_attention, causal; ALiBi goes in as an additive mask.
+- fast: F.scaled_dot_product_attention, causal; ALiBi and Kerple go in as an additive mask.
 - explicit: the T×T probabilities are materialised. It runs when `capture_heads` is set to a list of head
   indices; the maps of those heads (B, len(heads), T, T) are left in `self.maps`, still attached to the autograd
   graph, so SEEKR can distill them and take gradients with respect to them. GPT.attention_maps() drives this.
@@ -171,7 +171,7 @@ class DapeV2Attention(CausalSelfAttention):
     Bias is kerple, alibi or none (nope: conv1 then sees the H score channels only). The convs have kernel (1, k):
     one query row, k neighbouring keys, zero padding k//2. tril zeroes every future score before conv1, so no row
     sees a key past itself. Its only path materialises S' (no flash kernel); with q_chunk > 0 the query rows go
-    in chunks, each against keys up to its last row, which gives the same numbers (see `scores`).
+    in chunks, each against keys up to its last row + k//2, which gives the same numbers (see `scores`).
     """
 
     def __init__(self, config, layer_idx):
@@ -193,7 +193,6 @@ class DapeV2Attention(CausalSelfAttention):
             ys = [F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
                   @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
             y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
-
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
