@@ -2,19 +2,24 @@
 
 standard  softmax(QKᵀ/√d + bias) V        SDPA fast path (flash when bias-free); explicit path returns maps
 diff      (softmax(Q1K1ᵀ/√d) − λ·softmax(Q2K2ᵀ/√d)) V, then per-head RMSNorm       Diff Transformer, arXiv 2410.05258
-(dape arrives in its own issue and plugs in through make_attention)
+dape      softmax(S + B + conv(tril([S; B]))) V   DAPE V2, arXiv 2410.04798: a (1, k) conv over scores and bias
 
 Positions that live inside attention:
 rope      rotary embedding of q and k (Su et al. 2021), half-split pairing as in GPT-NeoX/LLaMA
 alibi     bias −m_h·(i − j) with the geometric slopes of Press et al. 2022
+kerple    bias −p_h·log(1 + a_h·(i − j)), learnable p_h, a_h ≥ 0.01 (Kerple-log, Chi et al. 2022)
 nope      nothing; `learned` absolute positions are added to the embeddings in model.py
 
 Every attention module has two paths that compute the same thing:
-- fast: F.scaled_dot_product_attention, causal; ALiBi goes in as an additive mask.
+- fast: F.scaled_dot_product_attention, causal; ALiBi and Kerple go in as an additive mask.
 - explicit: the T×T probabilities are materialised. It runs when `capture_heads` is set to a list of head
   indices; the maps of those heads (B, len(heads), T, T) are left in `self.maps`, still attached to the autograd
   graph, so SEEKR can distill them and take gradients with respect to them. GPT.attention_maps() drives this.
 Position tables are computed per forward from the sequence length, so any length works (extrapolation).
+
+DAPE V2 materialises the T×T scores, so it cannot use SDPA. Its explicit path is its only path; with `q_chunk`
+set it runs query rows in chunks (the (1, k) kernel mixes along keys only, so rows are independent), which with
+torch.no_grad() bounds evaluation memory at long lengths to one chunk of one layer.
 """
 
 import difflib
@@ -24,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTENTIONS = ("standard", "diff")
-POSITIONS = ("rope", "nope", "alibi", "learned")
+ATTENTIONS = ("standard", "diff", "dape")
+POSITIONS = ("rope", "nope", "alibi", "learned", "kerple")
 
 
 class ConfigError(ValueError):
@@ -63,14 +68,33 @@ def alibi_slopes(n_head):
     return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: n_head - closest])
 
 
-def causal_distance(T, device):
-    """(T, T) matrix of i − j (query i, key j); negative above the diagonal."""
-    pos = torch.arange(T, device=device)
-    return (pos[:, None] - pos[None, :]).float()
+def causal_distance(T, device, i0=0, i1=None):
+    """(i1 − i0, T) matrix of i − j for query rows i = i0..i1-1 (default: all T) and keys j = 0..T-1; negative
+    above the diagonal."""
+    rows = torch.arange(i0, T if i1 is None else i1, device=device)
+    return (rows[:, None] - torch.arange(T, device=device)[None, :]).float()
+
+
+class KerpleLog(nn.Module):
+    """Kerple-log bias, one learnable (p_h, a_h) per head, kept ≥ 0.01; init p ~ U(0, 2), a ~ U(0, 1)."""
+
+    def __init__(self, n_head, eps=0.01):
+        super().__init__()
+        self.eps = eps
+        self.p = nn.Parameter(2 * torch.rand(n_head))
+        self.a = nn.Parameter(torch.rand(n_head))
+
+    def forward(self, dist):
+        """(Tq, Tk) matrix of i − j -> (H, Tq, Tk) bias; future entries (i − j < 0) get 0, the mask handles them."""
+        with torch.no_grad():  # as Kerple's code: clamp the stored values, so a clamped parameter can recover
+            self.p.data.clamp_(min=self.eps)
+            self.a.data.clamp_(min=self.eps)
+        p, a = self.p[:, None, None], self.a[:, None, None]
+        return -p * torch.log1p(a * dist.clamp(min=0))  # Kerple-log: −p_h·log(1 + a_h·(i − j))
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rope / alibi / nope / learned (nothing to do here) positions."""
+    """Multi-head causal self-attention with rope / alibi / kerple / nope / learned (nothing to do here) positions."""
 
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -82,13 +106,21 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         if self.pos == "alibi":
             self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
+        if self.pos == "kerple":
+            self.kerple = KerpleLog(self.n_head)
         self.capture_heads = None  # list of head indices -> explicit path, maps left in self.maps
         self.maps = None
 
     def position_bias(self, T, device):
         """Additive (H, T, T) score bias from positions, or None. Future entries are left to the causal mask."""
+        return self.relative_bias(causal_distance(T, device))
+
+    def relative_bias(self, dist):
+        """(H, Tq, Tk) bias for a (Tq, Tk) matrix of i − j (a block of the T×T one), or None."""
         if self.pos == "alibi":
-            return -self.slopes.to(device)[:, None, None] * causal_distance(T, device)  # ALiBi: −m_h·(i − j)
+            return -self.slopes.to(dist.device)[:, None, None] * dist  # ALiBi: −m_h·(i − j)
+        if self.pos == "kerple":
+            return self.kerple(dist)
         return None
 
     def forward(self, x):
@@ -139,8 +171,8 @@ class DiffAttention(nn.Module):
     Q and K are split into 2h sub-heads of size d = n_embd / n_head (the baseline's head size, never halved), V into
     h heads of size 2d; head i owns the Q/K sub-heads (2i, 2i+1) as (Q1, Q2), (K1, K2). c_attn and c_proj have the
     baseline's sizes; the extra parameters are the four λ vectors (size d) and one RMSNorm weight (size 2d).
-    Positions: rope rotates every sub-head at size d; alibi adds one bias per differential head (h slopes) to both of
-    its score maps; nope and learned need nothing here. capture_heads indexes the h differential heads, and the
+    Positions: rope rotates every sub-head at size d; alibi and kerple add one bias per differential head (h slopes,
+    h kerple pairs) to both of its score maps; nope and learned need nothing here. capture_heads indexes the h differential heads, and the
     captured map is the effective one, A1 − λ·A2 (negative entries allowed, rows sum to 1 − λ).
     """
 
@@ -163,10 +195,13 @@ class DiffAttention(nn.Module):
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
         if self.pos == "alibi":
             self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
+        if self.pos == "kerple":
+            self.kerple = KerpleLog(self.n_head)
         self.capture_heads = None  # list of differential-head indices -> explicit path, maps left in self.maps
         self.maps = None
 
     position_bias = CausalSelfAttention.position_bias  # (h, T, T): one bias per differential head
+    relative_bias = CausalSelfAttention.relative_bias
     capture = CausalSelfAttention.capture  # the same capture protocol, applied to the effective maps
 
     def lam(self):
@@ -216,9 +251,68 @@ class DiffAttention(nn.Module):
         return att[:, 0::2] - lam * att[:, 1::2]  # eq. (1): softmax first, then the difference
 
 
+class DapeV2Attention(CausalSelfAttention):
+    """DAPE V2: S' = S + Bias + conv2(LeakyReLU(conv1(tril([S ; Bias])))), then the causal mask, softmax, @ V.
+
+    Bias is kerple, alibi or none (nope: conv1 then sees the H score channels only). The convs have kernel (1, k):
+    one query row, k neighbouring keys, zero padding k//2. tril zeroes every future score before conv1, so no row
+    sees a key past itself. Its only path materialises S' (no flash kernel); with q_chunk > 0 the query rows go
+    in chunks, each against keys up to its last row + k//2, which gives the same numbers (see `scores`).
+    """
+
+    def __init__(self, config, layer_idx):
+        super().__init__(config, layer_idx)
+        H, D, k = self.n_head, config.dape_channels, config.dape_kernel  # GPTConfig checked pos and k
+        n_in = H if self.pos == "nope" else 2 * H
+        self.conv1 = nn.Conv2d(n_in, D, kernel_size=(1, k), padding=(0, k // 2))
+        self.conv2 = nn.Conv2d(D, H, kernel_size=(1, k), padding=(0, k // 2))
+        self.q_chunk = 0  # query rows per chunk; 0: all T at once. Set by eval for long sequences.
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        if self.capture_heads is not None:  # maps need every row at once
+            y = self.capture(self.probs(q, k, 0, T)) @ v
+        else:
+            step = self.q_chunk or T
+            ys = [F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
+                  @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
+            y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def probs(self, q, k, i0, i1):
+        """softmax(S') for query rows i0..i1-1 over keys 0..i1-1: (B, H, i1 - i0, i1)."""
+        att = self.scores(q, k, i0, i1)
+        att = att.masked_fill(causal_distance(i1, q.device, i0, i1) < 0, float("-inf"))
+        return F.softmax(att.float(), dim=-1).type_as(q)
+
+    def scores(self, q, k, i0, i1):
+        """S' for query rows i0..i1-1 and keys 0..i1-1 (B, H, i1 - i0, i1), before the causal mask.
+        After tril these rows hold zeros at keys ≥ i1, but conv1's output there does not (its bias, and scores
+        within k//2), and conv2 reads it up to key i1 - 1 + k//2: keeping keys up to n = min(T, i1 + k//2)
+        reproduces the full T×T computation exactly; the extra keys are cut after the convs."""
+        T, pad = k.size(-2), self.conv1.padding[1]
+        n = min(T, i1 + pad)
+        s = (q[:, :, i0:i1] @ k[:, :, :n].transpose(-2, -1)) / math.sqrt(self.head_dim)  # S: (B, H, rows, n)
+        return self.refine(s, causal_distance(n, q.device, i0, i1))[..., :i1]
+
+    def refine(self, s, dist):
+        """Scores S (B, H, rows, keys) at offsets dist = i − j (rows, keys) -> S', same shape."""
+        bias = self.relative_bias(dist)  # (H, rows, keys), None for nope
+        feats = s if bias is None else torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)  # [S ; Bias]: 2H channels
+        feats = feats.masked_fill(dist < 0, 0.0)  # tril: no future score reaches the conv
+        feats = feats.contiguous(memory_format=torch.channels_last)  # same numbers; the convs run ~2x faster on CPU
+        bias = 0.0 if bias is None else bias
+        return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
+
+
 def make_attention(config, layer_idx):
     """The one constructor model.py calls: picks the module for config.attention."""
     check_choice("attention", config.attention, ATTENTIONS)
     if config.attention == "diff":
         return DiffAttention(config, layer_idx)
+    if config.attention == "dape":
+        return DapeV2Attention(config, layer_idx)
     return CausalSelfAttention(config, layer_idx)

@@ -3,9 +3,14 @@
 For one shape (a train.py preset, default `small` on CUDA and `cpu` elsewhere) and each attention type, times a
 full training step (forward, backward, AdamW) on random tokens and prints one table: ms/step, tokens/s, MFU and
 peak memory on CUDA, and each type's step time as a ratio to `standard` measured in the same process.
+`--mode=infer` instead times one no-grad forward of a single --infer_len-token sequence (batch 1) scored on its
+last 256 tokens, as `eval.py --mode=extrapolate` runs it, and reports its peak memory: CUDA's peak allocation, or
+on CPU the peak RSS of a fresh process that does only that (Python, torch and the weights included).
 It measures and prints; it asserts nothing.
 """
 
+import multiprocessing
+import resource
 import time
 from dataclasses import dataclass
 
@@ -14,7 +19,7 @@ import torch
 from attention import ATTENTIONS, ConfigError, check_choice
 from data import get_tokenizer
 from model import GPT, peak_flops
-from train import cli, PRESETS, Config, model_config, parse_flags, setup_device
+from train import PRESETS, Config, cli, model_config, parse_flags, setup_device
 
 
 @dataclass
@@ -24,6 +29,9 @@ class BenchConfig:
     pos: str = ""  # default: the preset's
     batch_size: int = 0  # default: the preset's
     block_size: int = 0  # default: the preset's
+    mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory
+    infer_len: int = 8192
+    q_chunk: int = 128  # DAPE query rows per chunk in infer mode
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -58,8 +66,48 @@ def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmu
     return seconds, torch.cuda.max_memory_allocated() if device == "cuda" else 0
 
 
+def infer_once(run, n_vocab, T, q_chunk, device, dtype):
+    """(seconds, peak memory, memory held before the forward, parameters, pos) of one T-token no-grad forward."""
+    _, _, autocast = setup_device(device, dtype)
+    torch.manual_seed(0)
+    model = GPT(model_config(run, n_vocab)).to(device).eval()
+    for m in model.modules():
+        if hasattr(m, "q_chunk"):
+            m.q_chunk = q_chunk
+    x = torch.randint(0, n_vocab, (1, T), device=device)
+    with torch.no_grad(), autocast:
+        model.features(x[:, :256])  # warm-up: thread pools, kernels
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast:
+        model.lm_head(model.features(x)[:, -256:])
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return seconds, peak, before, model.num_params(), model.config.pos
+
+
+def infer_table(cfg, run, attentions, n_vocab, device, dtype):
+    print(f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} {'before forward':>15}")
+    for attention in attentions:
+        run.attention = attention
+        args = (run, n_vocab, cfg.infer_len, cfg.q_chunk, device, dtype)
+        if device == "cuda":
+            seconds, peak, before, params, pos = infer_once(*args)
+        else:  # peak RSS never goes down: measure each in a fresh process
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                seconds, peak, before, params, pos = pool.apply(infer_once, args)
+        print(f"{attention:<10} {pos:<7} {params / 1e6:>7.2f}M {seconds:>8.2f} {peak / 2**30:>7.2f} GB "
+              f"{before / 2**30:>12.2f} GB")
+
+
 def main(argv):
-    cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS))))
+    cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS), mode=("train", "infer"))))
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
     run = Config(**PRESETS[preset])
@@ -72,9 +120,14 @@ def main(argv):
     attentions = ["standard"] + [a for a in attentions if a != "standard"]  # the baseline of the ratios, timed first
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     peak = peak_flops(torch.device(device))
-    print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, pos {run.pos}, batch "
+    if cfg.mode == "infer":
+        print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
+              f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS")
+        return infer_table(cfg, run, attentions, n_vocab, device, dtype)
+    print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch "
           f"{batch_size} x {block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}")
-    print(f"{'attention':<10} {'params':>8} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'peak mem':>9} {'time vs standard':>17}")
+    print(f"{'attention':<10} {'pos':<7} {'params':>8} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'peak mem':>9} "
+          f"{'time vs standard':>17}")
     base = None
     for attention in attentions:
         run.attention = attention
@@ -84,7 +137,8 @@ def main(argv):
         tok_s = batch_size * block_size / seconds
         base = base or seconds
         mfu = model.estimate_mfu(tok_s, peak)
-        print(f"{attention:<10} {model.num_params() / 1e6:>7.2f}M {1000 * seconds:>9.1f} {tok_s:>10,.0f} "
+        print(f"{attention:<10} {model.config.pos:<7} {model.num_params() / 1e6:>7.2f}M {1000 * seconds:>9.1f} "
+              f"{tok_s:>10,.0f} "
               f"{f'{100 * mfu:.1f}%' if mfu else '-':>6} {f'{mem / 2**30:.2f} GB' if mem else '-':>9} "
               f"{seconds / base:>16.2f}x")
         del model

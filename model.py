@@ -5,8 +5,9 @@ Design choices, up front:
 - Tied embeddings: lm_head shares its weight with the token embedding (GPT-2). No biases by default.
 - Init N(0, 0.02); residual projections (every `c_proj`) N(0, 0.02/√(2·n_layer)) so the residual stream's variance
   does not grow with depth (GPT-2 paper, §2.3).
-- Attention (and the positions that live inside it: rope, alibi) comes from attention.make_attention; `learned`
-  absolute positions are the only ones added here, to the embeddings.
+- Attention (and the positions that live inside it: rope, alibi, kerple) comes from attention.make_attention;
+  `learned` absolute positions are the only ones added here, to the embeddings. pos=auto means rope, or kerple
+  for DAPE V2 (whose conv needs a bias or none, never rope).
 - forward returns (logits, loss) like nanoGPT; logits cover every position (SEEKR and eval need them all).
   Targets of -1 are ignored, so answer-only losses need no other code path.
 - attention_maps() runs the explicit attention path on chosen (layer, head)s and returns their maps: the one
@@ -36,13 +37,21 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     attention: str = "standard"
-    pos: str = "rope"
+    pos: str = "auto"  # rope; kerple for attention=dape
     norm: str = "layernorm"
     rope_base: float = 10000.0
+    dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
+    dape_channels: int = 32  # DAPE V2 hidden channels D
 
     def __post_init__(self):
-        check_choice("pos", self.pos, POSITIONS)
+        if self.pos == "auto":
+            self.pos = "kerple" if self.attention == "dape" else "rope"
+        check_choice("pos", self.pos, ("auto", *POSITIONS))
         check_choice("norm", self.norm, NORMS)
+        if self.attention == "dape" and self.pos not in ("kerple", "alibi", "nope"):
+            raise ConfigError(f"--attention=dape takes --pos=kerple (its default), alibi or nope, not --pos={self.pos}")
+        if self.dape_kernel < 1 or self.dape_kernel % 2 == 0:
+            raise ConfigError(f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions")
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
 
@@ -109,6 +118,15 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx, targets=None):
+        logits = self.lm_head(self.features(idx))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def features(self, idx):
+        """The final-normed hidden states (B, T, C) that lm_head turns into logits; eval on long sequences scores
+        only their tail, which spares the (T, vocab) logits."""
         B, T = idx.shape
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
@@ -119,11 +137,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def attention_maps(self, idx, heads, targets=None):
         """Forward pass that also returns attention maps: heads = {layer: [head, ...]} ->

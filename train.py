@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from attention import ConfigError, check_choice
+from attention import ConfigError, check_choice, make_attention
 from data import TOKENIZERS, DataError, check_block, get_batch, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig, peak_flops
 from schedules import DECAY_SHAPES, SCHEDULES, decay_len, make_schedule, schedule_problem
@@ -60,8 +60,10 @@ class Config:
     dropout: float = 0.0
     bias: bool = False
     attention: str = "standard"
-    pos: str = "rope"
+    pos: str = "auto"  # rope; kerple for --attention=dape
     norm: str = "layernorm"
+    dape_kernel: int = 3
+    dape_channels: int = 32
     # optimisation
     batch_size: int = 32
     grad_accum: int = 1  # micro-steps per optimizer step, summed over all DDP ranks
@@ -162,7 +164,9 @@ def validate(cfg):
     """Every choice and the model's shape, checked before anything touches the disk."""
     for key, allowed in CHOICES.items():
         check_choice(key, getattr(cfg, key), allowed)
-    model_config(cfg, n_vocab=1)  # GPTConfig checks pos, norm, head sizes
+    model_cfg = model_config(cfg, n_vocab=1)  # GPTConfig checks pos, norm, head sizes and resolves pos=auto
+    make_attention(model_cfg, 0)  # and the attention type its own combinations (diff: an even n_head)
+    cfg.pos = model_cfg.pos
     problem = schedule_problem(cfg.schedule, cfg.warmup_iters, cfg.max_iters, cfg.decay_frac,
                                budget_list(cfg) if cfg.budgets else [], cfg.rewarmup_iters)
     if problem:
