@@ -28,18 +28,23 @@ def test_shapes_and_loss(pos, norm):
     assert model(idx)[1] is None
 
 
-@pytest.mark.parametrize("pos", POSITIONS)
-def test_causality(pos):
-    """Changing token t+1 never changes the logits at positions <= t."""
+EVERY_ATTENTION = ([("standard", p) for p in POSITIONS + ["kerple"]] + [("diff", p) for p in POSITIONS + ["kerple"]]
+                   + [("dape", p) for p in ("kerple", "alibi", "nope")])
+
+
+@pytest.mark.parametrize("attention, pos", EVERY_ATTENTION)
+def test_causality(attention, pos):
+    """Changing token t+1 never changes the logits at positions <= t, on the fast and on the explicit path."""
     torch.manual_seed(0)
-    model = GPT(tiny(pos=pos)).eval()
+    model = GPT(tiny(attention=attention, pos=pos)).eval()
     idx = torch.randint(0, 64, (2, 16))
     for t in (0, 7, 14):
         changed = idx.clone()
         changed[:, t + 1:] = (changed[:, t + 1:] + 1) % 64
-        a, b = model(idx)[0], model(changed)[0]
-        assert torch.allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-6)
-        assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+        for run in (lambda i: model(i)[0], lambda i: model.attention_maps(i, {0: [0], 1: [1]})[0]):
+            a, b = run(idx), run(changed)
+            assert torch.allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-6)
+            assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
 
 
 @pytest.mark.parametrize("pos", POSITIONS)
