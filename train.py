@@ -130,6 +130,9 @@ def parse_flags(argv, config_cls=Config, choices=None):
     """argv -> dict of the fields set by flags, parsed by the field types. Unknown keys name the closest valid
     ones; values of the fields in choices (default: CHOICES) must be among the allowed ones."""
     fields = {f.name: f.type for f in dataclasses.fields(config_cls)}
+    if "--help" in argv or "-h" in argv:
+        print_help(config_cls)
+        sys.exit(0)
     overrides = {}
     for arg in argv:
         if not arg.startswith("--"):
@@ -147,6 +150,20 @@ def parse_flags(argv, config_cls=Config, choices=None):
         if key in overrides:
             check_choice(key, overrides[key], allowed)
     return overrides
+
+
+def print_help(config_cls):
+    """Every flag with its default and the comment beside it in the dataclass's source."""
+    import inspect
+    comments = {}
+    for line in inspect.getsource(config_cls).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    print(f"flags (--key=value; --flag alone means true), from {config_cls.__name__}:")
+    for f in dataclasses.fields(config_cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        print(f"  --{f.name}={default}" + (f"  # {comments[f.name]}" if f.name in comments else ""))
 
 
 def build_config(argv):

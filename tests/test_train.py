@@ -68,6 +68,15 @@ def test_flag_parsing():
     assert set(parse_flags(["--n_layer=3"])) <= set(Config.__dataclass_fields__)
 
 
+def test_help_lists_every_flag_with_default_and_comment(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_flags(["--max_iters=5", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert all(f"--{name}=" in printed for name in Config.__dataclass_fields__)
+    assert "--grad_accum=1  # micro-steps per optimizer step" in printed
+
+
 def test_train_eval_sample_and_bad_input(corpus, tmp_path):
     out = tmp_path / "run"
     proc = run(train_args(corpus, out, "--max_iters=20"), tmp_path)
