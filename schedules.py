@@ -112,8 +112,15 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
     if len(budgets) > 1 and name not in MULTI_BUDGET:
         return f"--budgets with --schedule={name} is not possible: use one {name} run per budget, or one of " \
                f"{', '.join(MULTI_BUDGET)}"
+    if name == "wsd":
+        forks = [b - decay_len(b, decay_frac) for b in budgets]
+        if any(f2 <= f1 for f1, f2 in zip(forks, forks[1:])):
+            return f"--budgets={','.join(map(str, budgets))} are too close: two wsd decay branches would fork at the " \
+                   f"same step ({forks}); space the budgets further apart"
     starts = [0] + budgets[:-1]
     for start, end in zip(starts, budgets):
+        if name in ("wsd", "wsd-s") and decay_len(end if name == "wsd" else end - start, decay_frac) < 1:
+            return f"the decay of budget {end} would last 0 steps; use a larger --decay_frac or longer budgets"
         if start == 0 and warmup_iters >= end:
             return f"--warmup_iters={warmup_iters} does not end before the first budget {end}"
         if name == "wsd" and end - decay_len(end, decay_frac) < max(1, warmup_iters):

@@ -237,6 +237,7 @@ def plot_losses(out_dir):
     rows, cfg = read_log(out_dir), json.loads((Path(out_dir) / "config.json").read_text())
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = [r for r in rows if "branch" not in r]  # the main branch; eval.py --mode=schedules draws the branches
     train = [(r["iter"] * tokens_per_iter / 1e6, r["loss"]) for r in rows if "loss" in r]
     val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
     if train:
@@ -282,7 +283,7 @@ def adopt_model_shape(cfg, overrides, source_cfg, source):
     """--init_from: take the model's shape and tokenizer from the source run unless given as flags, and refuse
     flags that contradict the weights."""
     for key in MODEL_KEYS + ["tokenizer"]:
-        if key not in overrides:
+        if key not in overrides or (key == "pos" and overrides[key] == "auto"):
             setattr(cfg, key, source_cfg[key])
         elif overrides[key] != source_cfg[key] and key != "dropout":  # dropout may change between runs
             raise ConfigError(f"--init_from={source} holds a model with {key}={source_cfg[key]}, "
@@ -466,7 +467,7 @@ def main(argv):
                 dist.all_reduce(step_loss)
                 step_loss /= world
             dt = (time.time() - t_last) / n_timed
-            tok_s, mfu = tokens_per_iter / dt, raw_model.estimate_mfu(tokens_per_iter / dt, peak)
+            tok_s, mfu = tokens_per_iter / dt, raw_model.estimate_mfu(tokens_per_iter / dt / world, peak)  # per GPU
             eta = dt * (cfg.max_iters - it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > it))
             row = {"iter": it - 1, "loss": step_loss.item(), "lr": lr, **row, "ms": 1000 * dt, "tokens_per_sec": tok_s,
                    "tokens": tokens, **({"branch": branch} if branch else {})}
@@ -475,7 +476,7 @@ def main(argv):
                 f"{tok_s:,.0f} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
                 f" | eta {int(eta // 60)}m{int(eta % 60):02d}s")
             t_last, n_timed, row = time.time(), 0, {}
-        if branch and it == branch:  # the decay branch is done: keep its model, return to the main branch
+        if branch and it >= branch:  # the decay branch is done: keep its model, return to the main branch
             finish_budget(it)
             it, branch, aside = load_training_state(aside), None, None
         elif branch is None:

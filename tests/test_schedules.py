@@ -88,6 +88,9 @@ def test_wsd_branches_and_cyclic():
     ("wsd", [40, 100], 1.5, "[0, 1]"),
     ("wsd", [12, 100], 0.5, "before the warmup ends"),
     ("wsd-s", [5, 100], 0.2, "--warmup_iters=10 does not end"),
+    ("wsd", [50, 100], 0.0, "would last 0 steps"),
+    ("wsd-s", [50, 100], 0.001, "would last 0 steps"),
+    ("wsd", [52, 53, 100], 0.2, "too close"),  # 52 − 10 = 53 − 11: one branch would be lost
 ])
 def test_invalid_combinations_are_named(name, budgets, decay_frac, words):
     problem = schedule_problem(name, WARMUP, MAX, decay_frac, budgets)

@@ -187,7 +187,7 @@ def test_init_from_starts_at_the_source_weights(corpus, tmp_path):
     src = tmp_path / "src"
     assert run(train_args(corpus, src, "--max_iters=10", "--n_layer=1"), tmp_path).returncode == 0
     dst = tmp_path / "dst"
-    proc = run(train_args(corpus, dst, f"--init_from={src}", "--max_iters=2"), tmp_path)
+    proc = run(train_args(corpus, dst, f"--init_from={src}", "--max_iters=2", "--pos=auto"), tmp_path)
     assert proc.returncode == 0, proc.stderr
     final_src = [json.loads(l) for l in (src / "log.jsonl").read_text().splitlines()][-1]["val_loss"]
     first_dst = json.loads((dst / "log.jsonl").read_text().splitlines()[0])["val_loss"]
@@ -197,7 +197,7 @@ def test_init_from_starts_at_the_source_weights(corpus, tmp_path):
 
 def test_ddp_two_cpu_processes_match_one_process(corpus, tmp_path):
     args = ("--max_iters=6", "--log_interval=1", "--grad_accum=2", "--eval_interval=100")
-    one = run(train_args(corpus, tmp_path / "one", *args), tmp_path)
+    one = run(train_args(corpus, tmp_path / "one", *args), tmp_path, env={"OMP_NUM_THREADS": "1"})  # as each rank
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           *train_args(corpus, tmp_path / "two", *args)], cwd=tmp_path, capture_output=True,
