@@ -75,6 +75,25 @@ def causal_distance(T, device, i0=0, i1=None):
     return (rows[:, None] - torch.arange(T, device=device)[None, :]).float()
 
 
+def future_mask(T, device):
+    """(T, T) bool, True where key j lies after query i: the entries the causal mask removes."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
+
+
+def additive_mask(bias, dtype):
+    """A position bias (H, T, T) as an SDPA attn_mask: the bias, with −inf on future keys."""
+    T = bias.size(-1)
+    return bias.masked_fill(future_mask(T, bias.device), float("-inf")).to(dtype)
+
+
+def add_position_params(module, n_head):
+    """The per-head parameters or buffers of module.pos: ALiBi slopes or a Kerple-log bias (rope, nope: none)."""
+    if module.pos == "alibi":
+        module.register_buffer("slopes", alibi_slopes(n_head), persistent=False)
+    if module.pos == "kerple":
+        module.kerple = KerpleLog(n_head)
+
+
 class KerpleLog(nn.Module):
     """Kerple-log bias, one learnable (p_h, a_h) per head, kept ≥ 0.01; init p ~ U(0, 2), a ~ U(0, 1)."""
 
@@ -104,10 +123,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        if self.pos == "alibi":
-            self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
-        if self.pos == "kerple":
-            self.kerple = KerpleLog(self.n_head)
+        add_position_params(self, self.n_head)
         self.capture_heads = None  # list of head indices -> explicit path, maps left in self.maps
         self.maps = None
 
@@ -143,9 +159,7 @@ class CausalSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if bias is None:  # flash / cuDNN kernels apply
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        T = q.size(-2)
-        mask = bias.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(bias, q.dtype), dropout_p=p)
 
     def explicit_probs(self, q, k, bias):
         """Attention probabilities (B, H, T, T), materialised."""
@@ -153,7 +167,7 @@ class CausalSelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
         if bias is not None:
             att = att + bias
-        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        att = att.masked_fill(future_mask(T, q.device), float("-inf"))
         return F.softmax(att.float(), dim=-1).type_as(q)
 
     def capture(self, att):
@@ -181,8 +195,6 @@ class DiffAttention(nn.Module):
         if config.n_head % 2:
             raise ConfigError(f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
                               f"even; got --n_head={config.n_head}")
-        if config.n_embd % config.n_head:
-            raise ConfigError(f"--n_embd={config.n_embd} is not divisible by --n_head={config.n_head}")
         self.n_head = config.n_head // 2  # h differential heads
         self.head_dim = config.n_embd // config.n_head  # d, the size of one Q/K sub-head
         self.pos, self.rope_base, self.dropout = config.pos, config.rope_base, config.dropout
@@ -193,10 +205,7 @@ class DiffAttention(nn.Module):
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
-        if self.pos == "alibi":
-            self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
-        if self.pos == "kerple":
-            self.kerple = KerpleLog(self.n_head)
+        add_position_params(self, self.n_head)  # h slopes / kerple pairs, one per differential head
         self.capture_heads = None  # list of differential-head indices -> explicit path, maps left in self.maps
         self.maps = None
 
@@ -231,11 +240,7 @@ class DiffAttention(nn.Module):
     def fast(self, q, k, v, bias, lam):
         """(A1 − λ·A2)·V as A1·V − λ·(A2·V): two SDPA calls sharing the 2d-wide V."""
         p = self.dropout if self.training else 0.0
-        mask = None
-        if bias is not None:
-            T = q.size(-2)
-            mask = bias.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
-            mask = mask.to(q.dtype)
+        mask = None if bias is None else additive_mask(bias, q.dtype)
         o1, o2 = (F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], v, attn_mask=mask, dropout_p=p,
                                                  is_causal=mask is None) for s in (0, 1))  # (B, h, T, 2d) each
         return o1 - lam * o2
@@ -246,7 +251,7 @@ class DiffAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, 2h, T, T)
         if bias is not None:
             att = att + bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
-        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        att = att.masked_fill(future_mask(T, q.device), float("-inf"))
         att = F.softmax(att.float(), dim=-1).type_as(q)
         return att[:, 0::2] - lam * att[:, 1::2]  # eq. (1): softmax first, then the difference
 
@@ -306,6 +311,13 @@ class DapeV2Attention(CausalSelfAttention):
         feats = feats.contiguous(memory_format=torch.channels_last)  # same numbers; the convs run ~2x faster on CPU
         bias = 0.0 if bias is None else bias
         return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
+
+
+def set_q_chunk(model, q_chunk):
+    """Query rows per chunk for every DAPE V2 layer of model (0: all at once); other attention types ignore it."""
+    for m in model.modules():
+        if isinstance(m, DapeV2Attention):
+            m.q_chunk = q_chunk
 
 
 def make_attention(config, layer_idx):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attention import ATTENTIONS, ConfigError, check_choice
+from attention import ATTENTIONS, check_choice, set_q_chunk
 from data import get_tokenizer
 from model import GPT, peak_flops
 from train import PRESETS, Config, cli, model_config, parse_flags, setup_device
@@ -71,9 +71,7 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
     _, _, autocast = setup_device(device, dtype)
     torch.manual_seed(0)
     model = GPT(model_config(run, n_vocab)).to(device).eval()
-    for m in model.modules():
-        if hasattr(m, "q_chunk"):
-            m.q_chunk = q_chunk
+    set_q_chunk(model, q_chunk)
     x = torch.randint(0, n_vocab, (1, T), device=device)
     with torch.no_grad(), autocast:
         model.features(x[:, :256])  # warm-up: thread pools, kernels

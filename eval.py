@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attention import ConfigError, apply_rope, rope_cos_sin
+from attention import ConfigError, apply_rope, future_mask, rope_cos_sin, set_q_chunk
 from data import check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
 from train import checkpoint_path, cli, load_checkpoint, parse_flags, read_log, setup_device
@@ -97,14 +97,18 @@ def eval_loss(model, tokens, eval_len, batch_size, max_tokens, device, autocast)
     return total / count, count
 
 
-def finished_models(run_dir):
-    """(config, budget rows, train rows) of a run folder: the finished models and the loss curve."""
+def read_run(run_dir):
+    """(config, log rows) of a run folder written by train.py."""
     run_dir = Path(run_dir)
     if not (run_dir / "log.jsonl").exists():
         raise ConfigError(f"--run={run_dir} holds no log.jsonl; pass run folders written by train.py")
-    rows = read_log(run_dir)
-    return (json.loads((run_dir / "config.json").read_text()), [r for r in rows if "budget" in r],
-            [r for r in rows if "loss" in r])
+    return json.loads((run_dir / "config.json").read_text()), read_log(run_dir)
+
+
+def finished_models(run_dir):
+    """(config, budget rows, train rows) of a run folder: the finished models and the loss curve."""
+    cfg, rows = read_run(run_dir)
+    return cfg, [r for r in rows if "budget" in r], [r for r in rows if "loss" in r]
 
 
 def run_label(run_dir, cfg):
@@ -167,7 +171,7 @@ def attention_logits(attn, x, config):
         cos, sin = rope_cos_sin(T, d, config.rope_base, x.device)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     att = (q @ k.transpose(-2, -1)) / math.sqrt(d)  # (B, n_head, T, T)
-    return att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+    return att.masked_fill(future_mask(T, x.device), float("-inf"))
 
 
 @torch.no_grad()
@@ -221,11 +225,9 @@ def plot_val_curves(runs, out):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
     for run in runs:
-        if not (Path(run) / "log.jsonl").exists():
-            raise ConfigError(f"--run={run} holds no log.jsonl; pass run folders written by train.py")
-        cfg = json.loads((Path(run) / "config.json").read_text())
+        cfg, rows = read_run(run)
         tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
-        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in read_log(run)
+        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in rows
                if "val_loss" in r and not r.get("branch")]
         if not val:
             raise ConfigError(f"--run={run} has no val_loss rows in its log.jsonl yet")
@@ -303,9 +305,7 @@ def extrapolate(cfg, paths, device, autocast):
         print(f"note: the shortest length is {min(lengths)}, so every length scores its last {tail} tokens")
     runs = []
     for path, (model, run) in zip(paths, loaded):
-        for m in model.modules():
-            if hasattr(m, "q_chunk"):
-                m.q_chunk = cfg.q_chunk
+        set_q_chunk(model, cfg.q_chunk)
         folder = prepare(run["dataset"], run["tokenizer"], cfg.data_dir)
         tokens = load_split(folder, "val")
         check_block(tokens, max(lengths) + cfg.windows, "val", folder)

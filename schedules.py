@@ -149,7 +149,7 @@ def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, 
         f = make_schedule("wsd", lr, min_lr, warmup_iters, max_iters, decay_frac, shape)
         axes[0].plot(steps, [f(s) for s in steps], "--", label=f"wsd {shape}")
     f = make_schedule("wsd-s", lr, min_lr, warmup_iters, max_iters, decay_frac, "sqrt", budgets)
-    axes[1].plot(steps, [f(s) for s in steps], label=f"wsd-s (one run, 1-sqrt decays)")
+    axes[1].plot(steps, [f(s) for s in steps], label="wsd-s (one run, 1-sqrt decays)")
     f = make_schedule("wsd", lr, min_lr, warmup_iters, max_iters, decay_frac, "sqrt", budgets)
     axes[1].plot(steps, [f(s) for s in steps], color="k", alpha=0.6, label="wsd main branch")
     for b in budgets[:-1]:

@@ -204,9 +204,10 @@ def test_ddp_two_cpu_processes_match_one_process(corpus, tmp_path):
                          text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert sorted(a) == sorted(b) == list(range(6))
+    context = f"one process {a}\ntwo processes {b}\n{two.stdout[-2000:]}\n{two.stderr[-2000:]}"
+    assert sorted(a) == sorted(b) == list(range(6)), context
     for it in a:
-        assert b[it] == pytest.approx(a[it], rel=1e-5, abs=1e-6)
+        assert b[it] == pytest.approx(a[it], rel=1e-5, abs=1e-6), context
 
 
 SCHED = ("--max_iters=60", "--log_interval=1", "--eval_interval=20", "--batch_size=16")
