@@ -1,4 +1,4 @@
-"""Tokenizers, corpora prepared once into uint16 token files, and batches sampled from them.
+"""Tokenizers, corpora prepared once into uint16 token files, batches sampled from them, and the task suite.
 
 tokenizers  gpt2   tiktoken r50k_base, the GPT-2 BPE (50257 ids, eot 50256)
             bytes  UTF-8 bytes (256 ids) plus one end-of-text id 256; needs nothing
@@ -6,6 +6,8 @@ corpora     stdlib       the Python standard library's .py files (tests excluded
             text:PATH    any UTF-8 text file or folder of them
             shakespeare  tiny Shakespeare (1.1 MB), downloaded with urllib the first time
             fineweb[:N]  GPT-2 token shards (256×int32 header, then uint16), val shard + N train shards
+task suite  builtin      six generated tasks of {"prompt", "answer"} records (sentiment ... reverse), from a seed
+            DIR          TRACE's layout: DIR/<task>/{train,test}.json (or .jsonl); `python data.py --write_tasks=DIR`
 
 prepare() writes data/<name>-<tokenizer>/{train.bin, val.bin, meta.json} once and returns the folder; training
 reads the .bin files through np.memmap (load_split) and samples nanoGPT-style random windows (get_batch).
@@ -19,10 +21,13 @@ Design choices:
 - Everything is computed from token histograms, so a multi-GB FineWeb split streams shard by shard.
 - User mistakes (unknown names, empty corpus, no network, wrong tokenizer) raise DataError: one line, no traceback.
 """
+import difflib
 import hashlib
 import json
 import os
+import random
 import shutil
+import sys
 import sysconfig
 import time
 import urllib.request
@@ -287,3 +292,266 @@ def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generat
     x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
     y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
     return x, y
+
+
+# ----------------------------------------------------------------------------- task suite
+# A task is a list of {"prompt": str, "answer": str} records, split into train and test (TRACE's format). Every
+# builtin prompt opens with its task's own instruction word and ends with "A: "; answers have no leading space.
+# They stay short (prompts <= 80 ASCII characters, answers <= 8) because the CPU model reads bytes.
+
+BUILTIN_TASKS = ("sentiment", "arithmetic", "python", "cipher", "extract", "reverse")  # the builtin order
+
+POSITIVE = ("good", "great", "tasty", "fresh", "lovely", "friendly", "superb", "pleasant", "excellent", "charming",
+            "delightful", "wonderful")
+NEGATIVE = ("bad", "awful", "bland", "cold", "rude", "dirty", "boring", "stale", "noisy", "terrible", "dreadful",
+            "horrible")
+REVIEWED = ("soup", "service", "movie", "room", "staff", "book", "pizza", "hotel", "coffee", "show", "bread",
+            "music", "waiter", "film", "garden", "concert", "salad", "train", "lesson", "album")
+PEOPLE = ("Ann", "Bob", "Carla", "Dev", "Eve", "Femi", "Gus", "Hana", "Ivan", "Jin", "Kofi", "Lea", "Mona", "Nils",
+          "Omar", "Pia", "Raj", "Sara", "Tom", "Uma", "Vera", "Wes", "Yuki", "Zoe")
+THINGS = ("apples", "pens", "stamps", "coins", "books", "eggs", "cards", "shells", "marbles", "cookies", "stickers",
+          "plums")
+CITIES = ("Oslo", "Lima", "Paris", "Rome", "Cairo", "Tokyo", "Berlin", "Madrid", "Dublin", "Vienna", "Quito",
+          "Delhi", "Seoul", "Athens", "Nairobi", "Lisbon", "Hanoi", "Accra", "Bogota", "Havana")
+JOBS = ("baker", "nurse", "pilot", "farmer", "teacher", "doctor", "lawyer", "chef", "clerk", "judge", "miner", "poet",
+        "tailor", "welder")
+CIPHER = {  # English -> made-up words, fixed for every seed: the cipher task learns this dictionary
+    "sun": "vuz", "moon": "dov", "star": "kab", "tree": "fuv", "rock": "vil", "fish": "vak", "bird": "neb",
+    "cat": "zop", "dog": "pag", "king": "rud", "red": "vis", "blue": "vus", "green": "dol", "big": "div",
+    "small": "miz", "old": "tav", "new": "gid", "hot": "buk", "cold": "zin", "water": "zep", "fire": "ruz",
+    "wind": "sig", "rain": "rok", "house": "lud", "road": "dus", "boat": "ped", "door": "rik", "book": "tem",
+    "milk": "nef", "bread": "rez", "salt": "zub", "gold": "geb", "ship": "sif", "horse": "sur", "child": "kim",
+    "night": "pok", "day": "fob", "food": "fom", "snow": "tod", "hill": "nev"}
+SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _sentiment(rng):
+    """Label of a templated review; a "not" flips the adjective's polarity (classification)."""
+    noun, positive = rng.choice(REVIEWED), rng.random() < 0.5
+    adj, adj2 = rng.sample(POSITIVE if positive else NEGATIVE, 2)
+    form = rng.choice(("plain", "not", "and"))
+    review = {"plain": f"the {noun} was {adj}.", "not": f"the {noun} was not {adj}.",
+              "and": f"the {noun} was {adj} and {adj2}."}[form]
+    return f"Review: {review} Sentiment? A: ", "positive" if positive != (form == "not") else "negative"
+
+
+def _arithmetic(rng):
+    """A one-step word problem with numbers below 20; the result is never negative."""
+    name, things, a = rng.choice(PEOPLE), rng.choice(THINGS), rng.randint(1, 19)
+    if rng.random() < 0.5:
+        b = rng.randint(1, 19)
+        story, result = f"gets {b} more", a + b
+    else:
+        b = rng.randint(1, a)
+        story, result = f"{rng.choice(('gives away', 'loses'))} {b}", a - b
+    return f"Math: {name} has {a} {things} and {story}. How many? A: ", str(result)
+
+
+def _python(rng):
+    """The value printed by a three-statement snippet, written on one line to stay short (code)."""
+    v, w = rng.sample("abcmnpxyz", 2)
+    n1, n2, op1, op2 = rng.randint(1, 9), rng.randint(1, 9), rng.choice("+-"), rng.choice("+-*")
+    w_value = n1 + n2 if op1 == "+" else n1 - n2
+    # print(w op2 right): right is v or a constant; a product only by 2 or 3, to keep answers small
+    right = str(rng.randint(2, 3)) if op2 == "*" else rng.choice((v, str(rng.randint(1, 9))))
+    r = n1 if right == v else int(right)
+    printed = {"+": w_value + r, "-": w_value - r, "*": w_value * r}[op2]
+    return f"Python: {v} = {n1}; {w} = {v} {op1} {n2}; print({w} {op2} {right}) Output? A: ", str(printed)
+
+
+def _cipher(rng):
+    """Word-by-word translation of one or two English words into the CIPHER language (rewriting)."""
+    words = rng.sample(sorted(CIPHER), 1 if rng.random() < 0.1 else 2)  # pairs: 1560 prompts; single words: 40
+    return f"Translate: {' '.join(words)} A: ", " ".join(CIPHER[w] for w in words)
+
+
+def _extract(rng):
+    """One field of a three-field record, fields in random order (extraction)."""
+    values = {"name": rng.choice(PEOPLE), "age": str(rng.randint(18, 89)), "city": rng.choice(CITIES),
+              "job": rng.choice(JOBS)}
+    keys = rng.sample(sorted(values), 3)
+    record = "; ".join(f"{k}={values[k]}" for k in keys)
+    asked = rng.choice(keys)
+    return f"Record: {record}. {asked}? A: ", values[asked]
+
+
+def _reverse(rng):
+    """A string of 3-5 digits and letters, reversed (unseparated, so five symbols fit an 8-character answer)."""
+    s = "".join(rng.choice(SYMBOLS) for _ in range(rng.randint(3, 5)))
+    return f"Reverse: {s} A: ", s[::-1]
+
+
+TASK_GENERATORS = {"sentiment": _sentiment, "arithmetic": _arithmetic, "python": _python, "cipher": _cipher,
+                   "extract": _extract, "reverse": _reverse}
+
+
+def _sample_task(name, draw, rng, n_train, n_test):
+    """n_test distinct test prompts first, then n_train draws whose prompt is not among them (repeats allowed in
+    train: a small prompt space like cipher's has fewer distinct prompts than train records)."""
+    train, test, test_prompts = [], [], set()
+    for _ in range(20 * (n_train + n_test)):  # a bound, so a prompt space too small for n_test fails, not hangs
+        prompt, answer = draw(rng)
+        if len(test) < n_test:
+            if prompt not in test_prompts:
+                test_prompts.add(prompt)
+                test.append({"prompt": prompt, "answer": answer})
+        elif prompt not in test_prompts:
+            train.append({"prompt": prompt, "answer": answer})
+            if len(train) == n_train:
+                return train, test
+    raise DataError(f"the builtin task {name} has too few distinct prompts for {n_test} test and {n_train} train "
+                    "records; ask for fewer")
+
+
+def builtin_tasks(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> list[tuple[str, list[dict], list[dict]]]:
+    """[(name, train, test), ...] in BUILTIN_TASKS order; task k draws from random.Random(seed + k) only."""
+    if n_train < 1 or n_test < 1:
+        raise DataError(f"a task needs train and test records (got n_train={n_train}, n_test={n_test})")
+    return [(name, *_sample_task(name, TASK_GENERATORS[name], random.Random(seed + k), n_train, n_test))
+            for k, name in enumerate(BUILTIN_TASKS)]
+
+
+def _read_records(path):
+    """One task file -> [{"prompt", "answer"}]: a JSON list (.json) or one JSON object per line (.jsonl)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save it as UTF-8 JSON") from None
+    if path.suffix == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}); fix the file or write it as "
+                            "a JSON list of {\"prompt\", \"answer\"} objects") from None
+        if not isinstance(items, list):
+            raise DataError(f"{path} is not a JSON list; a .json task file holds a list of "
+                            "{\"prompt\", \"answer\"} objects")
+        where = [f"record {i} (0-based)" for i in range(len(items))]
+    else:
+        items, where = [], []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue  # blank lines (a trailing newline, say) are not records
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg}); a .jsonl file holds one "
+                                "{\"prompt\", \"answer\"} object per line") from None
+            where.append(f"record {len(where)} (0-based, line {lineno})")
+    for item, place in zip(items, where):
+        for key in ("prompt", "answer"):
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                raise DataError(f"{path}: {place} has no string \"{key}\"; every record is "
+                                "{\"prompt\": str, \"answer\": str}")
+    if not items:
+        raise DataError(f"{path} has no records; every task needs at least one train and one test record")
+    return [{"prompt": item["prompt"], "answer": item["answer"]} for item in items]  # other keys are dropped
+
+
+def _task_file(folder, split):
+    found = [folder / f"{split}{ext}" for ext in (".json", ".jsonl") if (folder / f"{split}{ext}").is_file()]
+    if not found:
+        raise DataError(f"{folder} has no {split}.json or {split}.jsonl; a task folder holds both a train and "
+                        "a test file")
+    if len(found) > 1:
+        raise DataError(f"{folder} has both {split}.json and {split}.jsonl; keep one")
+    return found[0]
+
+
+def _pick_order(tasks, order, where):
+    """tasks reordered (and possibly narrowed) to the names in order."""
+    by_name = {name: (name, train, test) for name, train, test in tasks}
+    for name in order:
+        if name not in by_name:
+            close = difflib.get_close_matches(name, list(by_name), n=1)
+            raise DataError(f"task order names {name!r}, which is not a task in {where} (tasks: "
+                            f"{', '.join(by_name)})" + (f"; did you mean {close[0]}?" if close else ""))
+    if len(set(order)) < len(order):
+        twice = sorted({name for name in order if order.count(name) > 1})
+        raise DataError(f"task order lists {', '.join(twice)} more than once; name each task once")
+    return [by_name[name] for name in order]
+
+
+def load_tasks(spec: str, order: list[str] | None = None, seed: int = 0) -> list[tuple[str, list[dict], list[dict]]]:
+    """'builtin' -> builtin_tasks(seed); else a folder in TRACE's layout, DIR/<task>/{train,test}.json[l].
+    Order: `order` when given (a subset is fine), else BUILTIN_TASKS order / sorted by folder name."""
+    if spec == "builtin":
+        tasks = builtin_tasks(seed)
+    else:
+        root = Path(spec)
+        if not root.is_dir():
+            raise DataError(f"--tasks={spec}: no such folder; pass --tasks=builtin or a folder with one sub-folder "
+                            "per task holding train.json and test.json")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise DataError(f"--tasks={spec} has no task sub-folders; expected {spec}/<task>/train.json and "
+                            "test.json (python data.py --write_tasks=DIR writes an example)")
+        tasks = [(f.name, _read_records(_task_file(f, "train")), _read_records(_task_file(f, "test")))
+                 for f in folders]
+    return _pick_order(tasks, order, spec) if order else tasks
+
+
+def write_tasks(tasks, folder) -> None:
+    """[(name, train, test)] -> folder/<name>/{train,test}.json, readable JSON that load_tasks reads back."""
+    for name, train, test in tasks:
+        (Path(folder) / name).mkdir(parents=True, exist_ok=True)
+        for split, records in (("train", train), ("test", test)):
+            with open(Path(folder) / name / f"{split}.json", "w", encoding="utf-8") as f:
+                json.dump(records, f, indent=1, ensure_ascii=False)
+                f.write("\n")
+
+
+def encode_record(tok, record) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids + [eot]). The answer is encoded on its own, so the prompt/answer split is exact
+    (a BPE would otherwise merge across the boundary); the eot teaches the model where the answer stops."""
+    return tok.encode(record["prompt"]), tok.encode(record["answer"]) + [tok.eot]
+
+
+def check_task_lengths(tasks, tok, block_size: int) -> None:
+    """DataError naming the first record (task, split, index) whose prompt + answer + eot exceeds block_size."""
+    for name, train, test in tasks:
+        for split, records in (("train", train), ("test", test)):
+            prompts = tok.encode_batch([r["prompt"] for r in records])
+            answers = tok.encode_batch([r["answer"] for r in records])
+            for i, (p, a) in enumerate(zip(prompts, answers)):
+                if len(p) + len(a) + 1 > block_size:
+                    raise DataError(f"task {name}: {split} record {i} is {len(p) + len(a) + 1} tokens (prompt + "
+                                    f"answer + eot), longer than --block_size={block_size}; pass a larger "
+                                    "--block_size or shorten the prompts")
+
+
+# ----------------------------------------------------------------------------- command line
+
+USAGE = "usage: python data.py --write_tasks=DIR [--seed=N]"
+
+
+def main(argv):
+    """python data.py --write_tasks=DIR [--seed=N]: write the builtin tasks in TRACE's layout, one line per task."""
+    if "-h" in argv or "--help" in argv:
+        print(USAGE + "  (writes the builtin tasks to DIR/<task>/{train,test}.json)")
+        return
+    flags = {}
+    for arg in argv:
+        key, eq, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq or key not in ("write_tasks", "seed"):
+            raise DataError(f"unexpected argument {arg!r}; {USAGE}")
+        flags[key] = value
+    if not flags.get("write_tasks"):
+        raise DataError(f"--write_tasks=DIR is required; {USAGE}")
+    try:
+        seed = int(flags.get("seed", "0"))
+    except ValueError:
+        raise DataError(f"--seed={flags['seed']} is not an integer; {USAGE}") from None
+    tasks = builtin_tasks(seed)
+    write_tasks(tasks, flags["write_tasks"])
+    for name, train, test in tasks:
+        print(f"{flags['write_tasks']}/{name}: {len(train)} train, {len(test)} test, e.g. "
+              f"{test[0]['prompt']!r} -> {test[0]['answer']!r}")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
