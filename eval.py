@@ -17,6 +17,8 @@ schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against 
              train-loss curves, where each decay's drop shows
 compare      (--run=a,b) val loss curves from log.jsonl overlaid in one PNG (--out: a .png path, or a folder for
              val_compare.png; default the first run's folder)
+continual    (--run=DIR --run=DIR2 ...) `train.py --mode=continual` runs side by side from their results.json: OP,
+             BWT (TRACE's, and over T as SEEKR's script), accuracy right after each task, general val loss, seconds
 
 Design choices: flags are parsed from EvalConfig exactly as train.py parses its Config; the model is rebuilt from
 the GPTConfig stored in the checkpoint, so eval needs nothing from the run folder but ckpt.pt. Bits per byte use
@@ -43,7 +45,7 @@ from train import checkpoint_path, cli, load_checkpoint, parse_flags, read_log, 
 class EvalConfig:
     ckpt: list = field(default_factory=list)  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
     mode: str = "loss"
-    run: list = field(default_factory=list)  # schedules, compare: run folders (repeat the flag or separate by commas)
+    run: list = field(default_factory=list)  # schedules, compare, continual: run folders (repeat the flag or separate by commas)
     out: str = ""  # schedules, compare, extrapolate: where the figures go (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
@@ -70,7 +72,7 @@ class EvalConfig:
     dtype: str = "auto"
 
 
-CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare"), split=("train", "val"),
+CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare", "continual"), split=("train", "val"),
                device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"))
 
 
@@ -340,6 +342,23 @@ def extrapolate(cfg, paths, device, autocast):
     print(f"\nwrote {out}/extrapolation.json and {out}/extrapolation.png")
 
 
+def continual_table(runs):
+    """The methods of `train.py --mode=continual` runs side by side, from their results.json."""
+    lines = ["| run | method | replay | OP | BWT | BWT/T | learned | general val loss | train s | total s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for run_dir in runs:
+        path = Path(run_dir) / "results.json"
+        if not path.exists():
+            raise ConfigError(f"--run={run_dir} holds no results.json; pass folders of finished "
+                              "`train.py --mode=continual` runs")
+        r = json.loads(path.read_text())
+        learned = sum(r["R"][i][i] for i in range(len(r["R"]))) / len(r["R"])  # accuracy right after each task
+        lines.append(f"| {Path(run_dir).name} | {r['method']} | {100 * r['replay']:g}% | {r['OP']:.3f} | "
+                     f"{r['BWT']:+.3f} | {r['BWT_over_T']:+.3f} | {learned:.3f} | {r['general_before']:.3f} -> "
+                     f"{r['general_after']:.3f} | {sum(r['seconds_train']):.0f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
     if cfg.mode == "schedules":
@@ -351,6 +370,11 @@ def main(argv):
         if not cfg.run:
             raise ConfigError("--mode=compare needs run folders: --run=out/a,out/b")
         print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
+        return
+    if cfg.mode == "continual":
+        if not cfg.run:
+            raise ConfigError("--mode=continual needs run folders: --run=out/seqft --run=out/seekr ...")
+        print(continual_table(cfg.run))
         return
     if not cfg.ckpt:
         raise ConfigError("--ckpt is required: a ckpt.pt or a run folder, e.g. --ckpt=out/run")

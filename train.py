@@ -1,4 +1,5 @@
-"""Train a GPT: `python train.py [--preset=tiny|cpu|small|gpt2] [--key=value ...]`.
+"""Train a GPT: `python train.py [--preset=tiny|cpu|small|gpt2] [--key=value ...]`; or fine-tune one on a task
+sequence: `python train.py --mode=continual --init_from=out/run --method=seekr` (seekr.py).
 
 Design choices:
 - One Config dataclass holds every setting; `--key=value` overrides are parsed by its field types, `--flag` alone
@@ -14,6 +15,8 @@ Design choices:
   of the full training state and returns to it; wsd-s and cyclic decay inside the one run. Every log row carries
   `tokens`, the compute spent so far (branches included); a resumed run keeps exactly the rows logged before its
   checkpoint's `tokens`.
+- --mode=continual hands the run to seekr.py: fine-tune --init_from on a task sequence with SEEKR or a baseline.
+  Its defaults (CONTINUAL) replace the presets; the model's shape and tokenizer come from the checkpoint.
 - Bad input (flags, data, checkpoints) raises ConfigError/DataError, printed as one line with exit code 2.
 """
 
@@ -90,6 +93,20 @@ class Config:
     device: str = "auto"  # auto, cpu, cuda, mps
     dtype: str = "auto"  # auto (bfloat16 on CUDA, else float32), float32, bfloat16, float16
     compile: str = "auto"  # auto (on for CUDA), true, false
+    # continual learning (--mode=continual, seekr.py): fine-tune --init_from on a task sequence
+    mode: str = "pretrain"  # pretrain, or continual
+    tasks: str = "builtin"  # builtin (generated from --seed), or a folder in TRACE's layout: <task>/{train,test}.json
+    task_order: str = ""  # a,b,c; default: by folder name (builtin: its own order)
+    iters_per_task: int = 200
+    method: str = "seekr"  # seqft, replay, der, lwf, seekr
+    replay: float = 0.01  # fraction of each finished task's train set kept for replay (at least one record)
+    replay_cycle: int = 0  # new-task steps per replay step; 0 = len(task batches) // len(replay batches)
+    alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (der, lwf, seekr)
+    beta: float = 1000.0  # attention-distillation weight (seekr)
+    seekr_layer_budget: int = 0  # layers kept by SEEKR's selection; 0 = 75% of layers
+    seekr_head_budget: int = 0  # heads kept, inside those layers; 0 = 12.5% of all heads
+    seekr_query_budget: int = 0  # random query rows distilled per record; 0 = all
+    eval_records: int = 200  # test records per task scored after every task; 0 = all
 
 
 PRESETS = {
@@ -104,7 +121,9 @@ PRESETS = {
                  batch_size=16, grad_accum=32, max_iters=19073, lr=6e-4, min_lr=6e-5, warmup_iters=700,
                  eval_interval=500, eval_iters=40, ckpt_interval=1000),
 }
-CHOICES = dict(preset=("", *PRESETS), schedule=SCHEDULES, decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS,
+CONTINUAL = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)  # --mode=continual defaults
+METHODS = ("seqft", "replay", "der", "lwf", "seekr")
+CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=METHODS, schedule=SCHEDULES, decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS,
                device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"),
                compile=("auto", "true", "false"))
 MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name in Config.__dataclass_fields__]
@@ -169,6 +188,9 @@ def print_help(config_cls):
 def build_config(argv):
     """Config from the defaults, the preset (cpu when no CUDA and no flags, else small), then the flags."""
     overrides = parse_flags(argv)
+    if overrides.get("mode") == "continual":  # the model's shape comes from --init_from, the rest from CONTINUAL
+        cfg = Config(**{**(PRESETS[overrides["preset"]] if overrides.get("preset") else {}), **CONTINUAL, **overrides})
+        return validate(cfg), overrides
     preset = overrides.get("preset") or ("small" if torch.cuda.is_available() or argv else "cpu")
     if not argv and preset == "cpu":
         print("no CUDA GPU found: training the 'cpu' preset (4 layers x 192, byte tokens, ~5 minutes on 2 cores); "
@@ -295,6 +317,9 @@ def adopt_model_shape(cfg, overrides, source_cfg, source):
 
 def main(argv):
     cfg, overrides = build_config(argv)
+    if cfg.mode == "continual":
+        from seekr import continual  # seekr.py imports this file's helpers
+        return continual(cfg, overrides)
     out = Path(cfg.out_dir)
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)

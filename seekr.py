@@ -1,0 +1,477 @@
+"""Continual learning: fine-tune a pretrained GPT on a sequence of tasks with SEEKR or one of four baselines.
+
+`python train.py --mode=continual --init_from=out/run --method=seekr --replay=0.01 --tasks=builtin`
+
+methods  seqft   fine-tune on each task in turn, nothing kept
+         replay  a seeded r-fraction of every finished task's train set is replayed: a replay step (LM loss on
+                 buffer records) every `replay_cycle` new-task steps
+         der     replay + logit distillation towards the logits stored when the record's task finished (DER++)
+         lwf     no buffer: distill the previous model's outputs on the new task's own inputs (LwF)
+         seekr   der + attention distillation on the heads chosen by forgettability x task sensitivity
+                 (SEEKR, arXiv 2411.06171, as its official code does it; DESIGN.md §7)
+
+SEEKR, task i (M_{i-1} the model before it, M_i after):
+  before: pick the buffer R_i, draw its query rows, record every head's map A^{M_{i-1}} on it (no grad)
+  train:  new-task steps with the answer LM loss; every replay_cycle steps a replay step with
+          (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
+  after:  on M_i, record by record: stored logits z_i, maps A^{M_i}, gradient g = ∂LM/∂A of every head;
+          S = mean g² normalised within each layer, F = mean (A^{M_{i-1}} - A^{M_i})², I += S ⊙ F;
+          top layer_budget layers by Σ_h I, then the global top head_budget heads inside them; the buffer keeps
+          those heads' maps (its query rows only) and the head set, frozen from then on.
+
+Design choices:
+- One protocol for every method: the same base, seeds, new-task batches (their own generator), optimizer (AdamW,
+  fresh per task, constant lr) and evaluation. Replay, der and seekr share one buffer and one replay schedule and
+  differ only in the replay step's loss, so the table isolates what the distillation terms add.
+- Records are right-padded (pad = end token, target -1), so a record's positions are the same alone and in a
+  batch: teacher maps and logits stored record by record line up with the student's in any replay batch.
+- Sensitivity gradients come from torch.autograd.grad on the maps, never .backward(): nothing leaks into the
+  optimizer's next step (a pitfall of the official code).
+- diff's effective map A1 - λA2 is not a distribution (rows sum to 1 - λ, entries may be negative), so KL is
+  undefined there: attention distillation uses the squared error summed over keys instead (README says so).
+- Accuracy R[t][i] = exact match of greedy answers on task i's test records after task t (whitespace stripped).
+- The run folder holds config.json, log.jsonl, ckpt.pt (written after every task; --resume continues with the
+  next task), results.json, R.png, acc_over_time.png and, for seekr, heads.png; all figures redraw from
+  results.json (plot_results).
+"""
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from attention import ConfigError
+from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
+from eval import eval_loss
+from model import GPT
+from train import (METHODS, adopt_model_shape, load_checkpoint, model_config, read_log, save_atomic, setup_device,
+                   validate)
+
+BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
+GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batches and losses
+
+def pad_batch(pairs, pad, device):
+    """[(prompt ids, answer ids + eot)] -> x, y (B, L), right-padded; y is -1 except at the answer tokens, so the LM
+    loss covers the answer and its end token only."""
+    L = max(len(p) + len(a) for p, a in pairs) - 1
+    x = torch.full((len(pairs), L), pad, dtype=torch.long)
+    y = torch.full((len(pairs), L), -1, dtype=torch.long)
+    for b, (p, a) in enumerate(pairs):
+        seq = torch.tensor(p + a)
+        x[b, :len(seq) - 1] = seq[:-1]
+        y[b, len(p) - 1:len(seq) - 1] = seq[len(p):]
+    return x.to(device), y.to(device)
+
+
+def logit_distill(logits, y, teacher_logp):
+    """LD: cross-entropy from the teacher's softmax to the student's log-softmax at the answer positions (temperature
+    1), mean over positions. teacher_logp (N, V) lists the positions where y != -1 in row-major order."""
+    student = F.log_softmax(logits[y != -1].float(), dim=-1)  # (N, V)
+    return -(teacher_logp.exp() * student).sum(-1).mean()
+
+
+def attention_distill(teacher, student, effective=False):
+    """AD for one layer: KL(A_T ‖ A_S) over keys, Σ_k a_T·log(a_T / (a_S + 1e-8)), mean over heads and query rows.
+    effective=True (diff's A1 - λA2, not a distribution): squared error summed over keys instead."""
+    if effective:
+        return (teacher - student).pow(2).sum(-1).mean()
+    return (torch.xlogy(teacher, teacher) - teacher * torch.log(student + 1e-8)).sum(-1).mean()  # official code's KL
+
+
+def capture(model, x, heads, y=None):
+    """Forward pass that also returns the maps of heads [(layer, head), ...]: (logits, loss, {(layer, head):
+    (B, T, T)}), still in the autograd graph. standard: softmax; diff: the effective A1 - λA2; dape: softmax of S'."""
+    by_layer = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    logits, loss, maps = model.attention_maps(x, by_layer, y)
+    return logits, loss, {(l, h): maps[l][:, k] for l, hs in by_layer.items() for k, h in enumerate(hs)}
+
+
+def layer_groups(heads):
+    """Sorted [(layer, head), ...] -> the index lists of each layer's heads, layer by layer."""
+    layers = sorted({l for l, _ in heads})
+    return [[k for k, (l, _) in enumerate(heads) if l == layer] for layer in layers]
+
+
+def map_heads(model):
+    """(layers, attention maps per layer): diff has n_head // 2 differential heads, each one map."""
+    return len(model.transformer.h), model.transformer.h[0].attn.n_head
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SEEKR: head importance and budgeted selection
+
+def all_maps(model, record, device):
+    """Every head's map on one record, no grad, on the CPU: (layers, heads, n, n), n the record's input length."""
+    x, _ = pad_batch([(record["prompt"], record["answer"])], 0, device)
+    L, H = map_heads(model)
+    with torch.no_grad():
+        maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)})[2]
+    return torch.stack([maps[l][0].float() for l in range(L)]).cpu()
+
+
+def score_heads(model, records, before, device):
+    """Task sensitivity S (each layer sums to 1) and forgettability F, both (layers, heads), on model M_i and the
+    maps `before` that M_{i-1} had on the same records; also returns M_i's maps, record by record."""
+    L, H = map_heads(model)
+    sens, forget, after = torch.zeros(L, H), torch.zeros(L, H), []
+    for record, old in zip(records, before):
+        x, y = pad_batch([(record["prompt"], record["answer"])], 0, device)
+        _, loss, maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)}, y)
+        grads = torch.autograd.grad(loss, [maps[l] for l in range(L)])  # no .grad left for the optimizer
+        new = torch.stack([maps[l][0].detach().float() for l in range(L)]).cpu()  # (L, H, n, n)
+        sens += torch.stack([g[0].float().pow(2).mean(dim=(1, 2)) for g in grads]).cpu()  # mean over queries, keys
+        forget += (old - new).pow(2).mean(dim=(2, 3))
+        after.append(new)
+    sens, forget = sens / len(records), forget / len(records)
+    return sens / sens.sum(1, keepdim=True).clamp_min(1e-30), forget, after  # S: each layer sums to 1
+
+
+def select_heads(importance, layer_budget, head_budget):
+    """Hierarchical selection: the top layer_budget layers by summed importance, then the global top head_budget
+    heads inside them (a chosen layer may end with none). -> sorted [(layer, head), ...]."""
+    L, H = importance.shape
+    layers = torch.topk(importance.sum(1), min(layer_budget, L)).indices
+    inside = torch.full_like(importance, float("-inf"))
+    inside[layers] = importance[layers]
+    top = torch.topk(inside.flatten(), min(head_budget, len(layers) * H)).indices
+    return sorted((int(i) // H, int(i) % H) for i in top)
+
+
+def budgets(model, cfg):
+    """(layer, head, query) budgets; 0 means the paper's fractions: 75% of layers, 12.5% of all heads."""
+    L, H = map_heads(model)
+    layer_b = cfg.seekr_layer_budget or max(1, round(0.75 * L))
+    head_b = cfg.seekr_head_budget or max(1, round(0.125 * L * H))
+    if layer_b > L or head_b > L * H:
+        raise ConfigError(f"--seekr_layer_budget={layer_b} / --seekr_head_budget={head_b} exceed the model's {L} "
+                          f"layers / {L * H} heads; use smaller budgets (0 = 75% of layers, 12.5% of heads)")
+    return layer_b, head_b, cfg.seekr_query_budget
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluation
+
+def metrics(R):
+    """OP = mean_i R[T][i]; BWT = mean over i < T of R[T][i] - R[i][i] (TRACE); BWT_over_T divides that sum by T
+    (SEEKR's official script). R[t][i]: accuracy on task i after task t."""
+    T = len(R)
+    drop = sum(R[-1][i] - R[i][i] for i in range(T - 1))
+    return {"OP": sum(R[-1]) / T, "BWT": drop / (T - 1) if T > 1 else 0.0, "BWT_over_T": drop / T}
+
+
+@torch.no_grad()
+def greedy_answers(model, tok, prompts, max_new, device, autocast, batch_size=64):
+    """Greedy decoding of every prompt (token lists) until its end token or max_new tokens -> answer strings.
+    Prompts share a right-padded buffer; row b reads its logits at its own last position."""
+    out, limit = [], model.config.block_size
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s:s + batch_size]
+        lens = torch.tensor([len(p) for p in chunk])
+        buf = torch.full((len(chunk), min(int(lens.max()) + max_new, limit)), tok.eot, dtype=torch.long)
+        for b, p in enumerate(chunk):
+            buf[b, :len(p)] = torch.tensor(p)
+        buf, pos, rows = buf.to(device), lens.clone().to(device), torch.arange(len(chunk), device=device)
+        done = pos >= buf.size(1)
+        for _ in range(max_new):
+            with autocast:
+                logits = model(buf[:, :int(pos.max())])[0]
+            logits = logits[rows, pos - 1, :tok.n_vocab]  # each row's last position (B, n_vocab)
+            nxt = torch.where(done, tok.eot, logits.argmax(-1))
+            buf[rows[~done], pos[~done]] = nxt[~done]
+            done = done | (nxt == tok.eot) | (pos + 1 >= buf.size(1))
+            pos = torch.where(nxt == tok.eot, pos, pos + 1)
+            if done.all():
+                break
+        for b in range(len(chunk)):
+            ids = buf[b, lens[b]:pos[b]].tolist()
+            out.append(tok.decode(ids[:ids.index(tok.eot)] if tok.eot in ids else ids))
+    return out
+
+
+def accuracy(model, tok, test, device, autocast):
+    """Exact match (whitespace stripped) of greedy answers on encoded test records."""
+    model.eval()
+    max_new = max(len(r["answer"]) for r in test)
+    got = greedy_answers(model, tok, [r["prompt"] for r in test], max_new, device, autocast)
+    model.train()
+    return sum(g.strip() == r["text"].strip() for g, r in zip(got, test)) / len(test)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the continual run
+
+def check_flags(cfg):
+    if not cfg.init_from and not cfg.resume:
+        raise ConfigError("--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "
+                          "written by `python train.py`)")
+    if cfg.method in BUFFERED and not 0 < cfg.replay <= 1:
+        raise ConfigError(f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%")
+    if cfg.iters_per_task < 1:
+        raise ConfigError(f"--iters_per_task={cfg.iters_per_task} must be at least 1")
+    if "RANK" in os.environ:
+        raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
+
+
+def continual(cfg, overrides):
+    """Fine-tune --init_from on --tasks in order with --method; write the run folder (see the module docstring)."""
+    check_flags(cfg)
+    out = Path(cfg.out_dir)
+    state = source = None
+    if cfg.resume:
+        if not (out / "ckpt.pt").exists():
+            raise ConfigError(f"--resume but {out}/ckpt.pt does not exist; start without --resume")
+        state = load_checkpoint(out)
+        cfg = validate(dataclasses.replace(cfg, **{**state["config"], **overrides}))
+        source_cfg = state["source_config"]
+    else:
+        if (out / "ckpt.pt").exists():
+            raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another "
+                              "--out_dir")
+        source = load_checkpoint(cfg.init_from)
+        adopt_model_shape(cfg, overrides, source["config"], cfg.init_from)
+        source_cfg = source["config"]
+        validate(cfg)
+    device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
+    torch.manual_seed(cfg.seed)
+
+    tok = get_tokenizer(cfg.tokenizer)
+    order = [name for name in cfg.task_order.split(",") if name] or None
+    tasks = load_tasks(cfg.tasks, order, seed=cfg.seed)
+    check_task_lengths(tasks, tok, cfg.block_size)
+    names = [name for name, _, _ in tasks]
+
+    def encode(records):
+        return [dict(zip(("prompt", "answer"), encode_record(tok, r)), text=r["answer"]) for r in records]
+    train_sets = [encode(train) for _, train, _ in tasks]
+    test_sets = [encode(test[:cfg.eval_records or None]) for _, _, test in tasks]
+
+    model = GPT(model_config(cfg, tok.n_vocab)).to(device)
+    model.load_state_dict((state or source)["model"])
+    del source
+    L, H = map_heads(model)
+    layer_b, head_b, query_b = budgets(model, cfg)
+    effective = cfg.attention == "diff"
+    general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]), "val")
+
+    def general_loss():
+        model.eval()
+        loss = eval_loss(model, general, cfg.block_size, 16, GENERAL_TOKENS, device, autocast)[0]
+        model.train()
+        return loss
+
+    # everything a resumed run needs, saved after every task
+    batch_gen, replay_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    if state is None:
+        state = {"task": 0, "R": [], "buffers": [], "heads": [], "importance": [], "seconds": 0.0,
+                 "seconds_train": [], "seconds_eval": 0.0, "general_before": general_loss(), "source_config": source_cfg}
+    else:
+        batch_gen.set_state(state["rng"]["batch"])
+        replay_gen.set_state(state["rng"]["replay"])
+        torch.set_rng_state(state["rng"]["torch"])
+    importance = state["importance"][-1].clone() if state["importance"] else torch.zeros(L, H)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    kept = [r for r in read_log(out) if r["task"] < state["task"]]  # rows of an unfinished task are redone
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    print(f"continual: {cfg.method}" + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "") +
+          f" | {model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {device} {dtype} | tasks "
+          f"{', '.join(names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr {cfg.lr:g}" +
+          (f" | budgets {layer_b} layers, {head_b} heads, {query_b or 'all'} query rows" if cfg.method == "seekr" else "")
+          + (f" | resuming at task {state['task'] + 1}" if state["task"] else ""))
+
+    def optimizer_step(optimizer, loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    def replay_loss(batch):
+        """The replay step's loss: LM (replay), + logit distillation (der), + attention distillation (seekr)."""
+        x, y = pad_batch([(r["prompt"], r["answer"]) for r in batch], tok.eot, device)
+        heads = sorted({h for r in batch for h in state["heads"][r["task"]]}) if cfg.method == "seekr" else []
+        with autocast:
+            logits, lm, maps = capture(model, x, heads, y)
+        parts = {"lm": lm.item()}
+        if cfg.method == "replay":
+            return lm, parts
+        ld = logit_distill(logits, y, torch.cat([r["logp"] for r in batch]).to(device))
+        loss, parts["ld"] = (1 - cfg.alpha) * lm + cfg.alpha * ld, ld.item()  # (1 − α)·LM + α·LD
+        if cfg.method == "seekr":
+            ad = []
+            for b, r in enumerate(batch):
+                task_heads, n = state["heads"][r["task"]], len(r["prompt"]) + len(r["answer"]) - 1
+                student = torch.stack([maps[h][b][r["rows"]][:, :n] for h in task_heads]).float()  # (heads, q, n)
+                teacher = r["maps"].to(device)
+                per_layer = [attention_distill(teacher[k], student[k], effective) for k in layer_groups(task_heads)]
+                ad.append(sum(per_layer) / len(per_layer))  # mean over heads and rows, then over layers
+            ad = torch.stack(ad).mean()
+            loss, parts["ad"] = loss + cfg.beta * ad, ad.item()  # + β·AD
+        return loss, parts
+
+    log_f = open(out / "log.jsonl", "a")
+    first, total_steps, t_run = state["task"], len(tasks) * cfg.iters_per_task, time.time()
+    for t in range(first, len(tasks)):
+        t_task, train = time.time(), train_sets[t]
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
+        # this task's buffer: a seeded random r-fraction of its train set (at least one record)
+        new_buffer = []
+        if cfg.method in BUFFERED:
+            k = max(1, round(cfg.replay * len(train)))
+            picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + 7919 * t))[:k]
+            new_buffer = [dict(train[i], task=t) for i in sorted(picked.tolist())]
+        before = []
+        if cfg.method == "seekr":  # M_{i-1}'s maps on R_i and the query rows, drawn once before the task
+            model.eval()
+            for r in new_buffer:
+                n = len(r["prompt"]) + len(r["answer"]) - 1
+                r["rows"] = (torch.randperm(n, generator=replay_gen)[:query_b].sort().values if 0 < query_b < n
+                             else torch.arange(n))
+                before.append(all_maps(model, r, device))
+            model.train()
+        teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" else None  # M_{t-1} (the base for task 1)
+        pool = [r for buffer in state["buffers"] for r in buffer]
+        cycle = cfg.replay_cycle or max(1, math.ceil(len(train) / cfg.batch_size) // math.ceil(len(pool) / cfg.batch_size)) if pool else 0
+
+        t_last, n_timed = time.time(), 0
+        for step in range(cfg.iters_per_task):
+            idx = torch.randint(len(train), (cfg.batch_size,), generator=batch_gen).tolist()
+            x, y = pad_batch([(train[i]["prompt"], train[i]["answer"]) for i in idx], tok.eot, device)
+            with autocast:
+                logits, loss = model(x, y)
+                row = {"task": t, "iter": step, "loss": loss.item()}
+                if teacher is not None:  # LwF: (1 − α)·LM + α·LD towards M_{t-1} on the new inputs
+                    with torch.no_grad():
+                        t_logp = F.log_softmax(teacher(x)[0][y != -1].float(), dim=-1)
+                    ld = logit_distill(logits, y, t_logp)
+                    loss, row["ld"] = (1 - cfg.alpha) * loss + cfg.alpha * ld, ld.item()
+            optimizer_step(optimizer, loss)
+            if cycle and (step + 1) % cycle == 0:
+                batch = [pool[i] for i in torch.randperm(len(pool), generator=replay_gen)[:cfg.batch_size].tolist()]
+                r_loss, parts = replay_loss(batch)
+                optimizer_step(optimizer, r_loss)
+                row.update({"replay_" + k: v for k, v in parts.items()})
+            n_timed += 1
+            if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1:
+                dt, done = (time.time() - t_last) / n_timed, t * cfg.iters_per_task + step + 1
+                eta = (time.time() - t_run) / (done - first * cfg.iters_per_task) * (total_steps - done)
+                log_f.write(json.dumps({**row, "ms": 1000 * dt}) + "\n")
+                log_f.flush()
+                print(f"task {t + 1}/{len(tasks)} {names[t]} | iter {step}/{cfg.iters_per_task} | loss {row['loss']:.4f}"
+                      + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
+                      + f" | {1000 * dt:.0f} ms | eta {int(eta // 60)}m{int(eta % 60):02d}s")
+                t_last, n_timed = time.time(), 0
+
+        # after the task, on M_t: stored logits (der, seekr), head scores and the frozen head set (seekr)
+        model.eval()
+        for r in new_buffer:
+            if cfg.method in ("der", "seekr"):
+                x, y = pad_batch([(r["prompt"], r["answer"])], tok.eot, device)
+                with torch.no_grad(), autocast:
+                    r["logp"] = F.log_softmax(model(x)[0][y != -1].float(), dim=-1).cpu()  # z_t, stored DER-style
+        if cfg.method == "seekr":
+            sens, forget, after = score_heads(model, new_buffer, before, device)
+            importance = importance + sens * forget  # I += S ⊙ F
+            chosen = select_heads(importance, layer_b, head_b)
+            for r, maps in zip(new_buffer, after):
+                r["maps"] = torch.stack([maps[l, h][r["rows"]] for l, h in chosen])  # (heads, q, n) teacher maps
+            state["heads"].append(chosen)
+            state["importance"].append(importance.clone())
+            print(f"task {t + 1} heads (layer, head): {chosen}")
+        model.train()
+        state["buffers"].append(new_buffer)
+        seconds_train = time.time() - t_task
+
+        t_eval = time.time()
+        state["R"].append([accuracy(model, tok, test, device, autocast) for test in test_sets])
+        state["seconds_eval"] += time.time() - t_eval
+        state["seconds"] += seconds_train + time.time() - t_eval
+        state["seconds_train"].append(seconds_train)
+        print(f"after task {t + 1} ({names[t]}): accuracy " +
+              " ".join(f"{n} {a:.3f}" for n, a in zip(names, state["R"][-1])) + f" | {seconds_train:.0f} s training")
+        state["task"] = t + 1
+        state["rng"] = {"batch": batch_gen.get_state(), "replay": replay_gen.get_state(), "torch": torch.get_rng_state()}
+        save_atomic({**state, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                     "config": dataclasses.asdict(cfg)}, out / "ckpt.pt")
+    log_f.close()
+
+    results = {"method": cfg.method, "replay": cfg.replay if cfg.method in BUFFERED else 0.0, "tasks": names,
+               "R": state["R"], **metrics(state["R"]), "general_before": state["general_before"],
+               "general_after": general_loss(), "heads": state["heads"],
+               "importance": [i.tolist() for i in state["importance"]], "seconds": state["seconds"],
+               "seconds_train": state["seconds_train"], "seconds_eval": state["seconds_eval"],
+               "init_from": cfg.init_from, "seed": cfg.seed, "iters_per_task": cfg.iters_per_task}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot_results(out)
+    print(f"OP {results['OP']:.4f} | BWT {results['BWT']:+.4f} (over T: {results['BWT_over_T']:+.4f}) | general val "
+          f"loss {results['general_before']:.4f} -> {results['general_after']:.4f} | {results['seconds']:.0f} s | "
+          f"wrote {out}/results.json, R.png, acc_over_time.png" + (", heads.png" if results["heads"] else ""))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# figures, redrawn from results.json
+
+def plot_results(run_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    R, names = res["R"], res["tasks"]
+    what = res["method"] + (f" {100 * res['replay']:g}% replay" if res["replay"] else "")
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 0.8 * len(R) + 1.6))
+    im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+    for t, row in enumerate(R):
+        for i, acc in enumerate(row):
+            ax.text(i, t, f"{acc:.2f}", ha="center", va="center", color="w" if acc < 0.6 else "k", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_yticks(range(len(R)), [f"after {n}" for n in names[:len(R)]])
+    ax.set_xlabel("evaluated on task")
+    ax.set_title(f"{what}: exact match R[t][i] | OP {res['OP']:.3f}, BWT {res['BWT']:+.3f}")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(run_dir / "R.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, name in enumerate(names):
+        ax.plot(range(1, len(R) + 1), [row[i] for row in R], "o-", label=name)
+    ax.set_xticks(range(1, len(R) + 1))
+    ax.set_xlabel("tasks trained so far")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{what}: accuracy of every task over the sequence (seed {res['seed']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "acc_over_time.png", dpi=120)
+    plt.close(fig)
+
+    if res["heads"]:
+        k = len(res["heads"])
+        fig, axes = plt.subplots(1, k, figsize=(2.4 * k + 1, 2.8), squeeze=False)
+        for t, (ax, imp, chosen) in enumerate(zip(axes[0], res["importance"], res["heads"])):
+            ax.imshow(imp, cmap="magma")
+            ax.scatter([h for _, h in chosen], [l for l, _ in chosen], marker="s", s=120, facecolors="none",
+                       edgecolors="cyan", linewidths=2)
+            ax.set_title(f"after {names[t]}", fontsize=9)
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer" if t == 0 else "")
+        fig.suptitle(f"{what}: importance I = Σ S⊙F per layer x head, selected heads boxed", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(run_dir / "heads.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,238 @@
+"""seekr.py: every piece against a hand-computed or naive case, then tiny continual runs of every method."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import seekr
+import train
+from model import GPT, GPTConfig
+from test_model import naive_attention_probs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(**kw):
+    return GPTConfig(**{**dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32), **kw})
+
+
+def test_pad_batch_masks_everything_but_the_answer():
+    x, y = seekr.pad_batch([([5, 6, 7], [8, 9, 0]), ([1], [2, 0])], pad=0, device="cpu")
+    assert x.tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+    assert y.tolist() == [[-1, -1, 8, 9, 0], [2, 0, -1, -1, -1]]  # answer tokens and the end token, nothing else
+
+
+@pytest.mark.parametrize("attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")])
+def test_captured_rows_sum_to_one_or_one_minus_lambda(attention, pos):
+    torch.manual_seed(0)
+    model = GPT(tiny(attention=attention, pos=pos)).eval()
+    idx = torch.randint(0, 64, (2, 10))
+    _, _, maps = seekr.capture(model, idx, [(0, 1), (1, 0)])
+    L, H = seekr.map_heads(model)
+    assert (L, H) == (2, 2 if attention == "diff" else 4)
+    for (layer, head), m in maps.items():
+        assert m.shape == (2, 10, 10) and torch.all(m.triu(1) == 0)  # causal
+        want = 1 - model.transformer.h[layer].attn.lam().item() if attention == "diff" else 1.0
+        assert torch.allclose(m.sum(-1), torch.full((2, 10), want), atol=1e-5)
+
+
+def test_captured_map_matches_naive_softmax():
+    torch.manual_seed(0)
+    model = GPT(tiny(pos="nope")).eval()
+    idx = torch.randint(0, 64, (1, 8))
+    _, _, maps = seekr.capture(model, idx, [(0, 2)])
+    want = naive_attention_probs(model.transformer.h[0].ln_1(model.transformer.wte(idx))[0],
+                                 model.transformer.h[0].attn, "nope")
+    assert torch.allclose(maps[(0, 2)][0], want[2], atol=1e-5)
+
+
+def test_task_sensitivity_matches_finite_differences():
+    """S̃(l, h) = mean over queries and keys of (∂LM/∂A)², each layer normalised to sum 1; ∂LM/∂A by central
+    differences on every entry of every map, perturbing the map inside the forward pass."""
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=1, n_head=2, n_embd=16)).double().eval()
+    record = {"prompt": [3, 4, 5], "answer": [6, 0]}
+    same = seekr.all_maps(model, record, "cpu")
+    sens, forget, after = seekr.score_heads(model, [record], [same], "cpu")
+    assert torch.allclose(forget, torch.zeros(1, 2), atol=1e-12)  # unchanged model: nothing forgotten
+    x, y = seekr.pad_batch([(record["prompt"], record["answer"])], 0, "cpu")
+    attn, T, eps = model.transformer.h[0].attn, x.size(1), 1e-6
+    delta = torch.zeros(1, 2, T, T, dtype=torch.float64)
+    plain = attn.capture
+    attn.capture = lambda att: plain(att + delta)  # the model computes its output from A + delta
+    attn.capture_heads = [0, 1]
+    g = torch.zeros(2, T, T, dtype=torch.float64)
+    for h in range(2):
+        for q in range(T):
+            for k in range(T):
+                delta[0, h, q, k] = eps
+                up = model(x, y)[1].item()
+                delta[0, h, q, k] = -eps
+                down = model(x, y)[1].item()
+                delta[0, h, q, k] = 0
+                g[h, q, k] = (up - down) / (2 * eps)
+    s = g.pow(2).mean(dim=(1, 2))
+    assert torch.allclose(sens[0].double(), s / s.sum(), rtol=1e-4)
+    assert model.transformer.h[0].attn.c_attn.weight.grad is None  # autograd.grad left no .grad behind
+
+
+def test_forgettability_is_mean_squared_map_change_against_naive_maps():
+    torch.manual_seed(0)
+    before_model = GPT(tiny(n_layer=1, pos="nope"))
+    after_model = GPT(tiny(n_layer=1, pos="nope"))
+    records = [{"prompt": [1, 2, 3], "answer": [4, 0]}, {"prompt": [9, 8], "answer": [7, 6, 0]}]
+    before = [seekr.all_maps(before_model, r, "cpu") for r in records]
+    _, forget, _ = seekr.score_heads(after_model, records, before, "cpu")
+    want = torch.zeros(4)
+    for r in records:
+        idx = torch.tensor([r["prompt"] + r["answer"][:-1]])
+        maps = [naive_attention_probs(m.transformer.h[0].ln_1(m.transformer.wte(idx))[0], m.transformer.h[0].attn,
+                                      "nope") for m in (before_model, after_model)]
+        want += (maps[0] - maps[1]).pow(2).mean(dim=(1, 2)) / len(records)
+    assert torch.allclose(forget[0], want, atol=1e-6) and forget.min() > 0
+
+
+def test_selection_is_layers_first_then_heads():
+    importance = torch.tensor([[0.9, 0.0, 0.0, 0.0],     # layer sums 0.9, 1.2, 1.0, 0.1
+                               [0.35, 0.3, 0.3, 0.25],
+                               [0.5, 0.45, 0.05, 0.0],
+                               [0.1, 0.0, 0.0, 0.0]])
+    assert seekr.select_heads(importance, 2, 3) == [(1, 0), (2, 0), (2, 1)]  # (0, 0) is the top head, not chosen
+    assert seekr.select_heads(importance, 2, 2) == [(2, 0), (2, 1)]  # layer 1 is chosen but keeps no head
+    chosen = seekr.select_heads(importance, 3, 5)
+    assert len(chosen) == 5 and {l for l, _ in chosen} <= {0, 1, 2}
+
+
+def test_attention_kl_and_logit_distillation_by_hand():
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0]])
+    b = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    assert seekr.attention_distill(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    kl = (0.25 * math.log(0.25 / (0.5 + 1e-8)) + 0.75 * math.log(0.75 / (0.5 + 1e-8))) / 2  # row 0 adds 0
+    assert seekr.attention_distill(a, b).item() == pytest.approx(kl, rel=1e-5) and kl > 0
+    assert seekr.attention_distill(a, b, effective=True).item() == pytest.approx(2 * 0.25 ** 2 / 2)
+
+    logits = torch.tensor([[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]])  # (1, 2, V)
+    y = torch.tensor([[-1, 1]])  # only position 1 is an answer position
+    teacher = F.log_softmax(torch.tensor([[1.0, 1.0, -1.0]]), -1)
+    p, s = teacher.exp()[0], F.log_softmax(torch.tensor([2.0, 0.0, 0.0]), -1)
+    assert seekr.logit_distill(logits, y, teacher).item() == pytest.approx(-(p * s).sum().item(), rel=1e-6)
+    same = seekr.logit_distill(logits, y, F.log_softmax(logits[y != -1], -1)).item()
+    entropy = -(F.softmax(logits[0, 1], -1) * F.log_softmax(logits[0, 1], -1)).sum().item()
+    assert same == pytest.approx(entropy, rel=1e-6)  # CE to itself is the entropy, its minimum
+
+
+def test_op_and_bwt_on_a_known_matrix():
+    R = [[0.8, 0.1, 0.0], [0.6, 0.9, 0.2], [0.5, 0.7, 1.0]]
+    m = seekr.metrics(R)
+    assert m["OP"] == pytest.approx((0.5 + 0.7 + 1.0) / 3)
+    assert m["BWT"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)
+    assert m["BWT_over_T"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
+
+
+def test_batched_greedy_decoding_equals_one_by_one_generate():
+    from data import get_tokenizer
+    torch.manual_seed(0)
+    tok = get_tokenizer("bytes")
+    model = GPT(tiny(vocab_size=320, block_size=32)).eval()
+    prompts = [list(b"ab"), list(b"hello: "), list(b"x"), list(b"0123456789")]
+    got = seekr.greedy_answers(model, tok, prompts, 6, "cpu", torch.autocast("cpu", enabled=False), batch_size=3)
+    for p, g in zip(prompts, got):
+        ids = model.generate(torch.tensor([p]), 6, temperature=0)[0, len(p):].tolist()
+        ids = [i for i in ids[:ids.index(tok.eot)] if i < 256] if tok.eot in ids else [i for i in ids if i < 256]
+        assert g == bytes(ids).decode("utf-8", errors="replace")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# end to end: a tiny base, three tiny tasks in TRACE's layout, every method
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny pretrained base (tiny preset, 20 steps) and a three-task folder in TRACE's layout."""
+    tmp = tmp_path_factory.mktemp("continual")
+    import argparse
+    (tmp / "corpus.txt").write_text(Path(argparse.__file__).read_text())
+    train.main(["--preset=tiny", f"--dataset=text:{tmp / 'corpus.txt'}", f"--data_dir={tmp / 'data'}",
+                f"--out_dir={tmp / 'base'}", "--max_iters=20", "--sample_tokens=0", "--device=cpu"])
+    for name, fn in (("add", lambda a, b: str(a + b)), ("first", lambda a, b: str(a)), ("max", lambda a, b: str(max(a, b)))):
+        rec = [{"prompt": f"{name} {a} {b}: ", "answer": fn(a, b)} for a in range(8) for b in range(8)]
+        (tmp / "tasks" / name).mkdir(parents=True)
+        (tmp / "tasks" / name / "train.json").write_text(json.dumps(rec[:56]))
+        (tmp / "tasks" / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rec[56:]))
+    return tmp
+
+
+def continual_args(base, out, *extra):
+    return ["--mode=continual", f"--init_from={base / 'base'}", f"--tasks={base / 'tasks'}", f"--out_dir={out}",
+            "--iters_per_task=6", "--batch_size=4", "--device=cpu", "--replay=0.1", "--log_interval=3", *extra]
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_every_method_runs_end_to_end(base, method, tmp_path):
+    train.main(continual_args(base, tmp_path / method, f"--method={method}"))
+    res = json.loads((tmp_path / method / "results.json").read_text())
+    assert res["tasks"] == ["add", "first", "max"] and len(res["R"]) == 3 and all(len(r) == 3 for r in res["R"])
+    assert all(0 <= a <= 1 for r in res["R"] for a in r)
+    assert res["OP"] == pytest.approx(sum(res["R"][-1]) / 3)
+    assert res["general_before"] > 0 and res["general_after"] > 0 and res["seconds"] > 0
+    for png in ("R.png", "acc_over_time.png") + (("heads.png",) if method == "seekr" else ()):
+        assert (tmp_path / method / png).stat().st_size > 0
+    if method == "seekr":  # tiny preset: 2 layers x 2 heads -> budgets round(1.5) = 2 layers, max(1, 0.5) = 1 head
+        assert len(res["heads"]) == 3 and all(len(h) == 1 for h in res["heads"])
+        rows = [json.loads(line) for line in (tmp_path / method / "log.jsonl").read_text().splitlines()]
+        assert any("replay_ad" in r for r in rows if r["task"] > 0)  # attention distillation ran on replay steps
+    else:
+        assert res["heads"] == []
+
+
+def test_budgets_and_query_rows_are_respected(base, tmp_path):
+    train.main(continual_args(base, tmp_path / "s", "--method=seekr", "--seekr_layer_budget=1",
+                              "--seekr_head_budget=2", "--seekr_query_budget=3"))
+    res = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert all(len(h) == 2 and len({l for l, _ in h}) == 1 for h in res["heads"])
+    buffers = torch.load(tmp_path / "s" / "ckpt.pt", weights_only=True)["buffers"]
+    for r in (r for buffer in buffers for r in buffer):
+        assert len(r["rows"]) == 3 and r["maps"].shape[:2] == (2, 3)  # 2 heads x 3 query rows x keys
+
+
+def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkeypatch):
+    args = ("--method=seekr", "--seed=3")
+    train.main(continual_args(base, tmp_path / "whole", *args))
+    saves = []
+
+    def save_then_die(obj, path):
+        seekr_save(obj, path)
+        saves.append(obj["task"])
+        if obj["task"] == 1:
+            raise KeyboardInterrupt  # killed right after the first task's checkpoint
+    seekr_save = seekr.save_atomic
+    monkeypatch.setattr(seekr, "save_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(continual_args(base, tmp_path / "cut", *args))
+    monkeypatch.undo()
+    train.main(continual_args(base, tmp_path / "cut", *args, "--resume"))
+    whole, cut = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "cut"))
+    assert cut["R"] == whole["R"] and cut["heads"] == whole["heads"] and cut["importance"] == whole["importance"]
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_continual_flags_give_one_line(base, tmp_path):
+    def err(*args):
+        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        return proc.stderr
+    assert "--init_from" in err("--mode=continual")
+    assert "seqft, replay, der, lwf, seekr" in err("--mode=continual", "--method=ewc")
+    assert "--replay" in err(*continual_args(base, tmp_path / "r", "--method=replay", "--replay=0"))
+    assert "no such folder" in err(*continual_args(base, tmp_path / "t", "--tasks=" + str(tmp_path / "nowhere")))
+    (tmp_path / "long" / "essay").mkdir(parents=True)  # the tiny base's block_size is 64 tokens
+    for split in ("train", "test"):
+        (tmp_path / "long" / "essay" / f"{split}.json").write_text(json.dumps([{"prompt": "x" * 80, "answer": "y"}]))
+    assert "--block_size=64" in err(*continual_args(base, tmp_path / "b", f"--tasks={tmp_path / 'long'}"))
