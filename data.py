@@ -508,15 +508,16 @@ def encode_record(tok, record) -> tuple[list[int], list[int]]:
 
 
 def check_task_lengths(tasks, tok, block_size: int) -> None:
-    """DataError naming the first record (task, split, index) whose prompt + answer + eot exceeds block_size."""
+    """DataError naming the first record (task, split, index) longer than block_size as model input: prompt +
+    answer tokens (the end token is only a target, never an input)."""
     for name, train, test in tasks:
         for split, records in (("train", train), ("test", test)):
             prompts = tok.encode_batch([r["prompt"] for r in records])
             answers = tok.encode_batch([r["answer"] for r in records])
             for i, (p, a) in enumerate(zip(prompts, answers)):
-                if len(p) + len(a) + 1 > block_size:
-                    raise DataError(f"task {name}: {split} record {i} is {len(p) + len(a) + 1} tokens (prompt + "
-                                    f"answer + eot), longer than --block_size={block_size}; pass a larger "
+                if len(p) + len(a) > block_size:
+                    raise DataError(f"task {name}: {split} record {i} is {len(p) + len(a)} tokens (prompt + "
+                                    f"answer), longer than --block_size={block_size}; pass a larger "
                                     "--block_size or shorten the prompts")
 
 

@@ -3,10 +3,11 @@
 `python train.py --mode=continual --init_from=out/run --method=seekr --replay=0.01 --tasks=builtin`
 
 methods  seqft   fine-tune on each task in turn, nothing kept
-         replay  a seeded r-fraction of every finished task's train set is replayed: a replay step (LM loss on
-                 buffer records) every `replay_cycle` new-task steps
-         der     replay + logit distillation towards the logits stored when the record's task finished (DER++)
-         lwf     no buffer: distill the previous model's outputs on the new task's own inputs (LwF)
+         replay  a seeded r-fraction of every finished task's train set, mixed into the later tasks' training data
+                 (the official replay baseline's ConcatDataset)
+         der     the same buffer, seen in replay steps (one every `replay_cycle` new-task steps) whose loss adds
+                 logit distillation towards the logits stored when the record's task finished (DER++-style)
+         lwf     no buffer: from task 2 on, distill the previous model's outputs on the new task's own inputs (LwF)
          seekr   der + attention distillation on the heads chosen by forgettability x task sensitivity
                  (SEEKR, arXiv 2411.06171, as its official code does it; DESIGN.md §7)
 
@@ -20,11 +21,12 @@ SEEKR, task i (M_{i-1} the model before it, M_i after):
           those heads' maps (its query rows only) and the head set, frozen from then on.
 
 Design choices:
-- One protocol for every method: the same base, seeds, new-task batches (their own generator), optimizer (AdamW,
-  fresh per task, constant lr) and evaluation. Replay, der and seekr share one buffer and one replay schedule and
-  differ only in the replay step's loss, so the table isolates what the distillation terms add.
+- One protocol for every method: the same base, seeds, new-task batch draws (their own generator), optimizer
+  (AdamW, fresh per task, constant lr) and evaluation. Replay, der and seekr share one buffer; der and seekr share
+  the replay schedule and differ only in the attention term, so the table isolates what it adds.
 - Records are right-padded (pad = end token, target -1), so a record's positions are the same alone and in a
-  batch: teacher maps and logits stored record by record line up with the student's in any replay batch.
+  batch: teacher maps and logits stored record by record line up with the student's in any replay batch (DAPE
+  also gets pad_tail extra pad columns, tested).
 - Sensitivity gradients come from torch.autograd.grad on the maps, never .backward(): nothing leaks into the
   optimizer's next step (a pitfall of the official code).
 - diff's effective map A1 - λA2 is not a distribution (rows sum to 1 - λ, entries may be negative), so KL is
@@ -50,20 +52,20 @@ from attention import ConfigError
 from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
 from eval import eval_loss
 from model import GPT
-from train import (METHODS, adopt_model_shape, load_checkpoint, model_config, read_log, save_atomic, setup_device,
-                   validate)
+from train import adopt_model_shape, load_checkpoint, model_config, read_log, save_atomic, setup_device, validate
 
 BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
+REPLAY_STEPS = ("der", "seekr")  # methods with separate replay steps (replay mixes the buffer into its batches)
 GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # batches and losses
 
-def pad_batch(pairs, pad, device):
+def pad_batch(pairs, pad, device, tail=0):
     """[(prompt ids, answer ids + eot)] -> x, y (B, L), right-padded; y is -1 except at the answer tokens, so the LM
-    loss covers the answer and its end token only."""
-    L = max(len(p) + len(a) for p, a in pairs) - 1
+    loss covers the answer and its end token only. tail: pad columns after the longest record (see pad_tail)."""
+    L = max(len(p) + len(a) for p, a in pairs) - 1 + tail
     x = torch.full((len(pairs), L), pad, dtype=torch.long)
     y = torch.full((len(pairs), L), -1, dtype=torch.long)
     for b, (p, a) in enumerate(pairs):
@@ -71,6 +73,13 @@ def pad_batch(pairs, pad, device):
         x[b, :len(seq) - 1] = seq[:-1]
         y[b, len(p) - 1:len(seq) - 1] = seq[len(p):]
     return x.to(device), y.to(device)
+
+
+def pad_tail(model):
+    """DAPE's key convolutions reach dape_kernel // 2 columns past the diagonal, and zero padding at the sequence's
+    end differs from pad tokens there: with that many pad columns always present, a record's maps and logits are
+    the same alone and in any right-padded batch (teacher and student line up). Other attention types need none."""
+    return model.config.dape_kernel // 2 if model.config.attention == "dape" else 0
 
 
 def logit_distill(logits, y, teacher_logp):
@@ -98,41 +107,67 @@ def capture(model, x, heads, y=None):
     return logits, loss, {(l, h): maps[l][:, k] for l, hs in by_layer.items() for k, h in enumerate(hs)}
 
 
-def layer_groups(heads):
-    """Sorted [(layer, head), ...] -> the index lists of each layer's heads, layer by layer."""
-    layers = sorted({l for l, _ in heads})
-    return [[k for k, (l, _) in enumerate(heads) if l == layer] for layer in layers]
-
-
 def map_heads(model):
     """(layers, attention maps per layer): diff has n_head // 2 differential heads, each one map."""
     return len(model.transformer.h), model.transformer.h[0].attn.n_head
 
 
+def attention_loss(maps, batch, heads, device, effective):
+    """AD over a replay batch, averaged as the official code does: per layer, each record's distillation over its
+    task's heads in that layer and its query rows (0 for a record with none there), summed and divided by the batch
+    size; then the mean over the layers that any record selected. heads[j]: task j's frozen [(layer, head), ...]."""
+    per_layer = {}
+    for b, r in enumerate(batch):
+        n, chosen, teacher = len(r["prompt"]) + len(r["answer"]) - 1, heads[r["task"]], r["maps"].to(device)
+        for layer in sorted({l for l, _ in chosen}):
+            ks = [k for k, (l, _) in enumerate(chosen) if l == layer]
+            student = torch.stack([maps[chosen[k]][b][r["rows"]][:, :n] for k in ks]).float()  # (heads, q, n)
+            per_layer[layer] = per_layer.get(layer, 0) + attention_distill(teacher[ks], student, effective)
+    return sum(v / len(batch) for v in per_layer.values()) / len(per_layer)
+
+
+def replay_loss(model, batch, method, heads, alpha, beta, pad, device, autocast):
+    """The replay step of der and seekr on buffer records: (1 − α)·LM + α·LD (der), + β·AD (seekr).
+    -> (loss, {"lm", "ld", "ad": values})."""
+    x, y = pad_batch([(r["prompt"], r["answer"]) for r in batch], pad, device, pad_tail(model))
+    wanted = sorted({h for r in batch for h in heads[r["task"]]}) if method == "seekr" else []
+    with autocast:
+        logits, lm, maps = capture(model, x, wanted, y)
+    ld = logit_distill(logits, y, torch.cat([r["logp"] for r in batch]).to(device))
+    loss, parts = (1 - alpha) * lm + alpha * ld, {"lm": lm.item(), "ld": ld.item()}  # (1 − α)·LM + α·LD
+    if method == "seekr":
+        ad = attention_loss(maps, batch, heads, device, model.config.attention == "diff")
+        loss, parts["ad"] = loss + beta * ad, ad.item()  # + β·AD
+    return loss, parts
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # SEEKR: head importance and budgeted selection
 
-def all_maps(model, record, device):
+def all_maps(model, record, pad, device):
     """Every head's map on one record, no grad, on the CPU: (layers, heads, n, n), n the record's input length."""
-    x, _ = pad_batch([(record["prompt"], record["answer"])], 0, device)
-    L, H = map_heads(model)
+    n, L, H = len(record["prompt"]) + len(record["answer"]) - 1, *map_heads(model)
+    x, _ = pad_batch([(record["prompt"], record["answer"])], pad, device, pad_tail(model))
     with torch.no_grad():
         maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)})[2]
-    return torch.stack([maps[l][0].float() for l in range(L)]).cpu()
+    return torch.stack([maps[l][0, :, :n, :n].float() for l in range(L)]).cpu()
 
 
-def score_heads(model, records, before, device):
-    """Task sensitivity S (each layer sums to 1) and forgettability F, both (layers, heads), on model M_i and the
-    maps `before` that M_{i-1} had on the same records; also returns M_i's maps, record by record."""
+def score_heads(model, records, before, pad, device):
+    """Task sensitivity S (each layer sums to 1) and forgettability F (on each record's query rows), both
+    (layers, heads), on model M_i and the maps `before` that M_{i-1} had on the same records; also returns M_i's
+    maps, record by record."""
     L, H = map_heads(model)
     sens, forget, after = torch.zeros(L, H), torch.zeros(L, H), []
     for record, old in zip(records, before):
-        x, y = pad_batch([(record["prompt"], record["answer"])], 0, device)
+        n = len(record["prompt"]) + len(record["answer"]) - 1
+        x, y = pad_batch([(record["prompt"], record["answer"])], pad, device, pad_tail(model))
         _, loss, maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)}, y)
         grads = torch.autograd.grad(loss, [maps[l] for l in range(L)])  # no .grad left for the optimizer
-        new = torch.stack([maps[l][0].detach().float() for l in range(L)]).cpu()  # (L, H, n, n)
-        sens += torch.stack([g[0].float().pow(2).mean(dim=(1, 2)) for g in grads]).cpu()  # mean over queries, keys
-        forget += (old - new).pow(2).mean(dim=(2, 3))
+        new = torch.stack([maps[l][0, :, :n, :n].detach().float() for l in range(L)]).cpu()  # (L, H, n, n)
+        sens += torch.stack([g[0, :, :n, :n].float().pow(2).mean(dim=(1, 2)) for g in grads]).cpu()  # queries, keys
+        rows = record["rows"]
+        forget += (old[:, :, rows] - new[:, :, rows]).pow(2).mean(dim=(2, 3))  # on the query rows, as official
         after.append(new)
     sens, forget = sens / len(records), forget / len(records)
     return sens / sens.sum(1, keepdim=True).clamp_min(1e-30), forget, after  # S: each layer sums to 1
@@ -152,11 +187,15 @@ def select_heads(importance, layer_budget, head_budget):
 def budgets(model, cfg):
     """(layer, head, query) budgets; 0 means the paper's fractions: 75% of layers, 12.5% of all heads."""
     L, H = map_heads(model)
-    layer_b = cfg.seekr_layer_budget or max(1, round(0.75 * L))
-    head_b = cfg.seekr_head_budget or max(1, round(0.125 * L * H))
-    if layer_b > L or head_b > L * H:
-        raise ConfigError(f"--seekr_layer_budget={layer_b} / --seekr_head_budget={head_b} exceed the model's {L} "
-                          f"layers / {L * H} heads; use smaller budgets (0 = 75% of layers, 12.5% of heads)")
+    layer_b = cfg.seekr_layer_budget or max(1, int(0.75 * L + 0.5))  # halves round up
+    head_b = cfg.seekr_head_budget or max(1, int(0.125 * L * H + 0.5))
+    if min(cfg.seekr_layer_budget, cfg.seekr_head_budget, cfg.seekr_query_budget) < 0:
+        raise ConfigError("SEEKR budgets are counts: pass --seekr_layer_budget, --seekr_head_budget and "
+                          "--seekr_query_budget >= 0 (0 = the paper's default)")
+    if layer_b > L or head_b > layer_b * H:
+        raise ConfigError(f"--seekr_layer_budget={layer_b} and --seekr_head_budget={head_b} do not fit this model: "
+                          f"at most {L} layers and {H} heads per chosen layer; use smaller budgets (0 = 75% of "
+                          "layers, 12.5% of heads)")
     return layer_b, head_b, cfg.seekr_query_budget
 
 
@@ -175,22 +214,22 @@ def metrics(R):
 def greedy_answers(model, tok, prompts, max_new, device, autocast, batch_size=64):
     """Greedy decoding of every prompt (token lists) until its end token or max_new tokens -> answer strings.
     Prompts share a right-padded buffer; row b reads its logits at its own last position."""
-    out, limit = [], model.config.block_size
+    out, limit, tail = [], model.config.block_size, pad_tail(model)
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s:s + batch_size]
         lens = torch.tensor([len(p) for p in chunk])
-        buf = torch.full((len(chunk), min(int(lens.max()) + max_new, limit)), tok.eot, dtype=torch.long)
+        buf = torch.full((len(chunk), min(int(lens.max()) + max_new + tail, limit)), tok.eot, dtype=torch.long)
         for b, p in enumerate(chunk):
             buf[b, :len(p)] = torch.tensor(p)
         buf, pos, rows = buf.to(device), lens.clone().to(device), torch.arange(len(chunk), device=device)
         done = pos >= buf.size(1)
         for _ in range(max_new):
             with autocast:
-                logits = model(buf[:, :int(pos.max())])[0]
+                logits = model(buf[:, :min(int(pos.max()) + tail, buf.size(1))])[0]
             logits = logits[rows, pos - 1, :tok.n_vocab]  # each row's last position (B, n_vocab)
             nxt = torch.where(done, tok.eot, logits.argmax(-1))
             buf[rows[~done], pos[~done]] = nxt[~done]
-            done = done | (nxt == tok.eot) | (pos + 1 >= buf.size(1))
+            done = done | (nxt == tok.eot) | (pos + 1 >= buf.size(1) - tail)
             pos = torch.where(nxt == tok.eot, pos, pos + 1)
             if done.all():
                 break
@@ -218,6 +257,9 @@ def check_flags(cfg):
                           "written by `python train.py`)")
     if cfg.method in BUFFERED and not 0 < cfg.replay <= 1:
         raise ConfigError(f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%")
+    if cfg.dtype == "float16":
+        raise ConfigError("--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
+                          "pass --dtype=bfloat16 or --dtype=float32")
     if cfg.iters_per_task < 1:
         raise ConfigError(f"--iters_per_task={cfg.iters_per_task} must be at least 1")
     if "RANK" in os.environ:
@@ -262,7 +304,6 @@ def continual(cfg, overrides):
     del source
     L, H = map_heads(model)
     layer_b, head_b, query_b = budgets(model, cfg)
-    effective = cfg.attention == "diff"
     general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]), "val")
 
     def general_loss():
@@ -275,11 +316,14 @@ def continual(cfg, overrides):
     batch_gen, replay_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     if state is None:
         state = {"task": 0, "R": [], "buffers": [], "heads": [], "importance": [], "seconds": 0.0,
-                 "seconds_train": [], "seconds_eval": 0.0, "general_before": general_loss(), "source_config": source_cfg}
+                 "seconds_train": [], "seconds_eval": 0.0, "general_before": general_loss(),
+                 "source_config": source_cfg}
     else:
         batch_gen.set_state(state["rng"]["batch"])
         replay_gen.set_state(state["rng"]["replay"])
         torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
     importance = state["importance"][-1].clone() if state["importance"] else torch.zeros(L, H)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -289,7 +333,8 @@ def continual(cfg, overrides):
     print(f"continual: {cfg.method}" + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "") +
           f" | {model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {device} {dtype} | tasks "
           f"{', '.join(names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr {cfg.lr:g}" +
-          (f" | budgets {layer_b} layers, {head_b} heads, {query_b or 'all'} query rows" if cfg.method == "seekr" else "")
+          (f" | budgets {layer_b} layers, {head_b} heads, {query_b or 'all'} query rows"
+           if cfg.method == "seekr" else "")
           + (f" | resuming at task {state['task'] + 1}" if state["task"] else ""))
 
     def optimizer_step(optimizer, loss):
@@ -298,29 +343,6 @@ def continual(cfg, overrides):
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-
-    def replay_loss(batch):
-        """The replay step's loss: LM (replay), + logit distillation (der), + attention distillation (seekr)."""
-        x, y = pad_batch([(r["prompt"], r["answer"]) for r in batch], tok.eot, device)
-        heads = sorted({h for r in batch for h in state["heads"][r["task"]]}) if cfg.method == "seekr" else []
-        with autocast:
-            logits, lm, maps = capture(model, x, heads, y)
-        parts = {"lm": lm.item()}
-        if cfg.method == "replay":
-            return lm, parts
-        ld = logit_distill(logits, y, torch.cat([r["logp"] for r in batch]).to(device))
-        loss, parts["ld"] = (1 - cfg.alpha) * lm + cfg.alpha * ld, ld.item()  # (1 − α)·LM + α·LD
-        if cfg.method == "seekr":
-            ad = []
-            for b, r in enumerate(batch):
-                task_heads, n = state["heads"][r["task"]], len(r["prompt"]) + len(r["answer"]) - 1
-                student = torch.stack([maps[h][b][r["rows"]][:, :n] for h in task_heads]).float()  # (heads, q, n)
-                teacher = r["maps"].to(device)
-                per_layer = [attention_distill(teacher[k], student[k], effective) for k in layer_groups(task_heads)]
-                ad.append(sum(per_layer) / len(per_layer))  # mean over heads and rows, then over layers
-            ad = torch.stack(ad).mean()
-            loss, parts["ad"] = loss + cfg.beta * ad, ad.item()  # + β·AD
-        return loss, parts
 
     log_f = open(out / "log.jsonl", "a")
     first, total_steps, t_run = state["task"], len(tasks) * cfg.iters_per_task, time.time()
@@ -336,20 +358,26 @@ def continual(cfg, overrides):
         before = []
         if cfg.method == "seekr":  # M_{i-1}'s maps on R_i and the query rows, drawn once before the task
             model.eval()
+            rows_gen = torch.Generator().manual_seed(cfg.seed + 7919 * t + 1)
             for r in new_buffer:
                 n = len(r["prompt"]) + len(r["answer"]) - 1
-                r["rows"] = (torch.randperm(n, generator=replay_gen)[:query_b].sort().values if 0 < query_b < n
+                r["rows"] = (torch.randperm(n, generator=rows_gen)[:query_b].sort().values if 0 < query_b < n
                              else torch.arange(n))
-                before.append(all_maps(model, r, device))
+                before.append(all_maps(model, r, tok.eot, device))
             model.train()
-        teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" else None  # M_{t-1} (the base for task 1)
+        teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None  # LwF: M_{t-1}
         pool = [r for buffer in state["buffers"] for r in buffer]
-        cycle = cfg.replay_cycle or max(1, math.ceil(len(train) / cfg.batch_size) // math.ceil(len(pool) / cfg.batch_size)) if pool else 0
+        data = train + pool if cfg.method == "replay" else train  # replay: buffer mixed in (official ConcatDataset)
+        cycle = 0  # der, seekr: a replay step every `cycle` steps, the buffer seen about once per pass over the task
+        if pool and cfg.method in REPLAY_STEPS:
+            batches, replay_batches = math.ceil(len(train) / cfg.batch_size), math.ceil(len(pool) / cfg.batch_size)
+            cycle = cfg.replay_cycle or max(1, batches // replay_batches)
+        last_replay = {}
 
         t_last, n_timed = time.time(), 0
         for step in range(cfg.iters_per_task):
-            idx = torch.randint(len(train), (cfg.batch_size,), generator=batch_gen).tolist()
-            x, y = pad_batch([(train[i]["prompt"], train[i]["answer"]) for i in idx], tok.eot, device)
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=batch_gen).tolist()
+            x, y = pad_batch([(data[i]["prompt"], data[i]["answer"]) for i in idx], tok.eot, device, pad_tail(model))
             with autocast:
                 logits, loss = model(x, y)
                 row = {"task": t, "iter": step, "loss": loss.item()}
@@ -361,16 +389,19 @@ def continual(cfg, overrides):
             optimizer_step(optimizer, loss)
             if cycle and (step + 1) % cycle == 0:
                 batch = [pool[i] for i in torch.randperm(len(pool), generator=replay_gen)[:cfg.batch_size].tolist()]
-                r_loss, parts = replay_loss(batch)
+                r_loss, parts = replay_loss(model, batch, cfg.method, state["heads"], cfg.alpha, cfg.beta, tok.eot,
+                                            device, autocast)
                 optimizer_step(optimizer, r_loss)
-                row.update({"replay_" + k: v for k, v in parts.items()})
+                last_replay = {"replay_" + k: v for k, v in parts.items()}  # logged with the next progress line
+            row.update(last_replay)
             n_timed += 1
             if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1:
                 dt, done = (time.time() - t_last) / n_timed, t * cfg.iters_per_task + step + 1
                 eta = (time.time() - t_run) / (done - first * cfg.iters_per_task) * (total_steps - done)
                 log_f.write(json.dumps({**row, "ms": 1000 * dt}) + "\n")
                 log_f.flush()
-                print(f"task {t + 1}/{len(tasks)} {names[t]} | iter {step}/{cfg.iters_per_task} | loss {row['loss']:.4f}"
+                print(f"task {t + 1}/{len(tasks)} {names[t]} | iter {step}/{cfg.iters_per_task} | "
+                      f"loss {row['loss']:.4f}"
                       + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
                       + f" | {1000 * dt:.0f} ms | eta {int(eta // 60)}m{int(eta % 60):02d}s")
                 t_last, n_timed = time.time(), 0
@@ -379,11 +410,11 @@ def continual(cfg, overrides):
         model.eval()
         for r in new_buffer:
             if cfg.method in ("der", "seekr"):
-                x, y = pad_batch([(r["prompt"], r["answer"])], tok.eot, device)
+                x, y = pad_batch([(r["prompt"], r["answer"])], tok.eot, device, pad_tail(model))
                 with torch.no_grad(), autocast:
                     r["logp"] = F.log_softmax(model(x)[0][y != -1].float(), dim=-1).cpu()  # z_t, stored DER-style
         if cfg.method == "seekr":
-            sens, forget, after = score_heads(model, new_buffer, before, device)
+            sens, forget, after = score_heads(model, new_buffer, before, tok.eot, device)
             importance = importance + sens * forget  # I += S ⊙ F
             chosen = select_heads(importance, layer_b, head_b)
             for r, maps in zip(new_buffer, after):
@@ -403,7 +434,9 @@ def continual(cfg, overrides):
         print(f"after task {t + 1} ({names[t]}): accuracy " +
               " ".join(f"{n} {a:.3f}" for n, a in zip(names, state["R"][-1])) + f" | {seconds_train:.0f} s training")
         state["task"] = t + 1
-        state["rng"] = {"batch": batch_gen.get_state(), "replay": replay_gen.get_state(), "torch": torch.get_rng_state()}
+        state["rng"] = {"batch": batch_gen.get_state(), "replay": replay_gen.get_state(),
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}
         save_atomic({**state, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
                      "config": dataclasses.asdict(cfg)}, out / "ckpt.pt")
     log_f.close()

@@ -56,9 +56,9 @@ def test_task_sensitivity_matches_finite_differences():
     differences on every entry of every map, perturbing the map inside the forward pass."""
     torch.manual_seed(0)
     model = GPT(tiny(n_layer=1, n_head=2, n_embd=16)).double().eval()
-    record = {"prompt": [3, 4, 5], "answer": [6, 0]}
-    same = seekr.all_maps(model, record, "cpu")
-    sens, forget, after = seekr.score_heads(model, [record], [same], "cpu")
+    record = {"prompt": [3, 4, 5], "answer": [6, 0], "rows": torch.arange(4)}
+    same = seekr.all_maps(model, record, 0, "cpu")
+    sens, forget, after = seekr.score_heads(model, [record], [same], 0, "cpu")
     assert torch.allclose(forget, torch.zeros(1, 2), atol=1e-12)  # unchanged model: nothing forgotten
     x, y = seekr.pad_batch([(record["prompt"], record["answer"])], 0, "cpu")
     attn, T, eps = model.transformer.h[0].attn, x.size(1), 1e-6
@@ -85,15 +85,16 @@ def test_forgettability_is_mean_squared_map_change_against_naive_maps():
     torch.manual_seed(0)
     before_model = GPT(tiny(n_layer=1, pos="nope"))
     after_model = GPT(tiny(n_layer=1, pos="nope"))
-    records = [{"prompt": [1, 2, 3], "answer": [4, 0]}, {"prompt": [9, 8], "answer": [7, 6, 0]}]
-    before = [seekr.all_maps(before_model, r, "cpu") for r in records]
-    _, forget, _ = seekr.score_heads(after_model, records, before, "cpu")
+    records = [{"prompt": [1, 2, 3], "answer": [4, 0], "rows": torch.arange(4)},
+               {"prompt": [9, 8], "answer": [7, 6, 0], "rows": torch.tensor([1, 3])}]  # a query budget of 2 rows
+    before = [seekr.all_maps(before_model, r, 0, "cpu") for r in records]
+    _, forget, _ = seekr.score_heads(after_model, records, before, 0, "cpu")
     want = torch.zeros(4)
     for r in records:
         idx = torch.tensor([r["prompt"] + r["answer"][:-1]])
         maps = [naive_attention_probs(m.transformer.h[0].ln_1(m.transformer.wte(idx))[0], m.transformer.h[0].attn,
                                       "nope") for m in (before_model, after_model)]
-        want += (maps[0] - maps[1]).pow(2).mean(dim=(1, 2)) / len(records)
+        want += (maps[0] - maps[1])[:, r["rows"]].pow(2).mean(dim=(1, 2)) / len(records)
     assert torch.allclose(forget[0], want, atol=1e-6) and forget.min() > 0
 
 
@@ -134,17 +135,57 @@ def test_op_and_bwt_on_a_known_matrix():
     assert m["BWT_over_T"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
 
 
-def test_batched_greedy_decoding_equals_one_by_one_generate():
+class Successor(torch.nn.Module):
+    """A stub language model with scripted greedy choices: after byte c comes c + 1, after "e" the end token."""
+    def __init__(self, block_size):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=320, block_size=block_size, n_layer=1, n_head=1, n_embd=8)
+
+    def forward(self, idx):
+        nxt = torch.where(idx == ord("e"), 256, idx + 1)
+        return F.one_hot(nxt, 320).float() + 0.5 * F.one_hot(torch.full_like(idx, 300), 320), None  # 300: padding id
+
+
+def test_batched_greedy_decoding_stops_per_row():
     from data import get_tokenizer
-    torch.manual_seed(0)
     tok = get_tokenizer("bytes")
-    model = GPT(tiny(vocab_size=320, block_size=32)).eval()
-    prompts = [list(b"ab"), list(b"hello: "), list(b"x"), list(b"0123456789")]
-    got = seekr.greedy_answers(model, tok, prompts, 6, "cpu", torch.autocast("cpu", enabled=False), batch_size=3)
-    for p, g in zip(prompts, got):
-        ids = model.generate(torch.tensor([p]), 6, temperature=0)[0, len(p):].tolist()
-        ids = [i for i in ids[:ids.index(tok.eot)] if i < 256] if tok.eot in ids else [i for i in ids if i < 256]
-        assert g == bytes(ids).decode("utf-8", errors="replace")
+    prompts = [b"ab", b"xyz: c", b"e", b"0123", b"d"]
+    got = seekr.greedy_answers(Successor(block_size=9), tok, [list(p) for p in prompts], 5, "cpu",
+                               torch.autocast("cpu", enabled=False), batch_size=3)
+    want = []
+    for p in prompts:  # the same rule, one prompt at a time, within block_size 9
+        out, last = b"", p[-1]
+        while len(out) < 5 and len(p) + len(out) < 9 and last != ord("e"):
+            last += 1
+            out += bytes([last])
+        want.append(out.decode())
+    assert got == want == ["cde", "de", "", "45678", "e"]  # "0123": 5 new tokens; "xyz: c": the block's end
+
+
+@pytest.mark.parametrize("attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")])
+def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
+    """Right after a task is stored, a replay batch of records of different lengths has AD = 0 and LD = the
+    teacher's entropy (its minimum): teacher maps and logits taken record by record line up with the batch's."""
+    torch.manual_seed(0)
+    model = GPT(tiny(attention=attention, pos=pos)).eval()
+    heads = [[(0, 1), (1, 0)], [(1, 1)]]
+    batch = [{"prompt": [1, 2, 3, 4, 5, 6], "answer": [7, 63], "task": 0},
+             {"prompt": [9, 8], "answer": [7, 63], "task": 1},
+             {"prompt": [5, 5, 5], "answer": [2, 3, 4, 63], "task": 0}]
+    entropy = []
+    for r in batch:
+        n = len(r["prompt"]) + len(r["answer"]) - 1
+        r["rows"] = torch.arange(n) if r["task"] else torch.tensor([0, n - 1])
+        maps = seekr.all_maps(model, r, 63, "cpu")
+        r["maps"] = torch.stack([maps[l, h][r["rows"]] for l, h in heads[r["task"]]])
+        x, y = seekr.pad_batch([(r["prompt"], r["answer"])], 63, "cpu", seekr.pad_tail(model))
+        r["logp"] = F.log_softmax(model(x)[0][y != -1], -1).detach()
+        entropy += (-(r["logp"].exp() * r["logp"]).sum(-1)).tolist()
+    loss, parts = seekr.replay_loss(model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu",
+                                    torch.autocast("cpu", enabled=False))
+    assert parts["ad"] == pytest.approx(0.0, abs=1e-7)
+    assert parts["ld"] == pytest.approx(sum(entropy) / len(entropy), rel=1e-6)
+    assert loss.requires_grad
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,25 +209,61 @@ def base(tmp_path_factory):
 
 def continual_args(base, out, *extra):
     return ["--mode=continual", f"--init_from={base / 'base'}", f"--tasks={base / 'tasks'}", f"--out_dir={out}",
-            "--iters_per_task=6", "--batch_size=4", "--device=cpu", "--replay=0.1", "--log_interval=3", *extra]
+            "--iters_per_task=6", "--batch_size=4", "--device=cpu", "--replay=0.1", "--replay_cycle=2",
+            "--log_interval=3", *extra]
+
+
+@pytest.fixture(scope="module")
+def runs(base):
+    """One tiny continual run per method, same base and seed."""
+    for method in train.METHODS:
+        train.main(continual_args(base, base / "runs" / method, f"--method={method}"))
+    return base / "runs"
 
 
 @pytest.mark.parametrize("method", train.METHODS)
-def test_every_method_runs_end_to_end(base, method, tmp_path):
-    train.main(continual_args(base, tmp_path / method, f"--method={method}"))
-    res = json.loads((tmp_path / method / "results.json").read_text())
+def test_every_method_runs_end_to_end(runs, method):
+    res = json.loads((runs / method / "results.json").read_text())
     assert res["tasks"] == ["add", "first", "max"] and len(res["R"]) == 3 and all(len(r) == 3 for r in res["R"])
     assert all(0 <= a <= 1 for r in res["R"] for a in r)
     assert res["OP"] == pytest.approx(sum(res["R"][-1]) / 3)
     assert res["general_before"] > 0 and res["general_after"] > 0 and res["seconds"] > 0
     for png in ("R.png", "acc_over_time.png") + (("heads.png",) if method == "seekr" else ()):
-        assert (tmp_path / method / png).stat().st_size > 0
-    if method == "seekr":  # tiny preset: 2 layers x 2 heads -> budgets round(1.5) = 2 layers, max(1, 0.5) = 1 head
+        assert (runs / method / png).stat().st_size > 0
+    rows = [json.loads(line) for line in (runs / method / "log.jsonl").read_text().splitlines()]
+    if method == "seekr":  # tiny preset: 2 layers x 2 heads -> budgets 2 layers (75%, rounded up), 1 head
         assert len(res["heads"]) == 3 and all(len(h) == 1 for h in res["heads"])
-        rows = [json.loads(line) for line in (tmp_path / method / "log.jsonl").read_text().splitlines()]
-        assert any("replay_ad" in r for r in rows if r["task"] > 0)  # attention distillation ran on replay steps
     else:
         assert res["heads"] == []
+    if method in ("der", "seekr"):  # distillation ran on replay steps from the second task on
+        assert any("replay_ld" in r for r in rows if r["task"] > 0)
+        assert all("replay_ld" not in r for r in rows if r["task"] == 0)
+        assert any("replay_ad" in r for r in rows) == (method == "seekr")
+    if method == "lwf":
+        assert all("ld" not in r for r in rows if r["task"] == 0) and any("ld" in r for r in rows if r["task"] > 0)
+
+
+def test_same_first_task_for_every_method_and_the_table(runs):
+    """Before any buffer or teacher exists every method is plain fine-tuning: identical first rows of R."""
+    import eval as evaluate
+    first = {m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in train.METHODS}
+    assert all(r == first["seqft"] for r in first.values()), first
+    table = evaluate.continual_table([runs / m for m in train.METHODS]).splitlines()
+    assert len(table) == 2 + len(train.METHODS) and all(f"| {m} |" in table[2 + k] for k, m in enumerate(train.METHODS))
+
+
+@pytest.mark.parametrize("attention", ["diff", "dape"])
+def test_seekr_runs_on_diff_and_dape_bases(base, attention, tmp_path):
+    train.main(["--preset=tiny", f"--dataset=text:{base / 'corpus.txt'}", f"--data_dir={base / 'data'}",
+                f"--out_dir={tmp_path / 'base'}", "--max_iters=4", "--sample_tokens=0", "--device=cpu",
+                f"--attention={attention}"])
+    train.main(["--mode=continual", f"--init_from={tmp_path / 'base'}", f"--tasks={base / 'tasks'}",
+                f"--out_dir={tmp_path / 'cl'}", "--task_order=add,max", "--iters_per_task=4", "--batch_size=4",
+                "--device=cpu", "--replay=0.1", "--replay_cycle=1", "--method=seekr"])
+    res = json.loads((tmp_path / "cl" / "results.json").read_text())
+    assert len(res["R"]) == 2 and len(res["heads"]) == 2
+    rows = [json.loads(line) for line in (tmp_path / "cl" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["replay_ad"]) for r in rows if "replay_ad" in r) and any("replay_ad" in r for r in rows)
 
 
 def test_budgets_and_query_rows_are_respected(base, tmp_path):

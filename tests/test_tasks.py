@@ -218,13 +218,13 @@ def test_encode_record_splits_exactly_and_ends_with_eot(builtin):
 
 def test_check_task_lengths(builtin):
     tok = data.get_tokenizer("bytes")
-    data.check_task_lengths(builtin, tok, 80 + 8 + 1)  # the builtin limits, in bytes, plus eot
+    data.check_task_lengths(builtin, tok, 80 + 8)  # the builtin limits, in bytes (eot is a target, not an input)
     with pytest.raises(DataError, match=r"task sentiment: train record 0 is \d+ tokens.*--block_size=16"):
         data.check_task_lengths(builtin, tok, 16)
     tasks = [("t", [{"prompt": "abc", "answer": "d"}], [{"prompt": "abcdef", "answer": "g"}])]
-    data.check_task_lengths(tasks, tok, 8)
-    with pytest.raises(DataError, match=r"task t: test record 0 is 8 tokens"):
-        data.check_task_lengths(tasks, tok, 7)
+    data.check_task_lengths(tasks, tok, 7)
+    with pytest.raises(DataError, match=r"task t: test record 0 is 7 tokens"):
+        data.check_task_lengths(tasks, tok, 6)
 
 
 # ----------------------------------------------------------------------------- command line
