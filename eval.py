@@ -45,7 +45,7 @@ from train import checkpoint_path, cli, load_checkpoint, parse_flags, read_log, 
 class EvalConfig:
     ckpt: list = field(default_factory=list)  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
     mode: str = "loss"
-    run: list = field(default_factory=list)  # schedules, compare, continual: run folders (repeat the flag or separate by commas)
+    run: list = field(default_factory=list)  # schedules, compare, continual: run folders (repeat or commas)
     out: str = ""  # schedules, compare, extrapolate: where the figures go (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
@@ -72,8 +72,9 @@ class EvalConfig:
     dtype: str = "auto"
 
 
-CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare", "continual"), split=("train", "val"),
-               device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"))
+CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare", "continual"),
+               split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
+               dtype=("auto", "float32", "bfloat16", "float16"))
 
 
 def load_model(path, device):

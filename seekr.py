@@ -82,6 +82,16 @@ def pad_tail(model):
     return model.config.dape_kernel // 2 if model.config.attention == "dape" else 0
 
 
+def input_length(record):
+    """Tokens the model reads for a record: prompt + answer (the end token is only a target)."""
+    return len(record["prompt"]) + len(record["answer"]) - 1
+
+
+def record_batch(model, records, pad, device):
+    """Encoded records -> x, y for this model: pad_batch with the model's pad tail."""
+    return pad_batch([(r["prompt"], r["answer"]) for r in records], pad, device, pad_tail(model))
+
+
 def logit_distill(logits, y, teacher_logp):
     """LD: cross-entropy from the teacher's softmax to the student's log-softmax at the answer positions (temperature
     1), mean over positions. teacher_logp (N, V) lists the positions where y != -1 in row-major order."""
@@ -118,7 +128,7 @@ def attention_loss(maps, batch, heads, device, effective):
     size; then the mean over the layers that any record selected. heads[j]: task j's frozen [(layer, head), ...]."""
     per_layer = {}
     for b, r in enumerate(batch):
-        n, chosen, teacher = len(r["prompt"]) + len(r["answer"]) - 1, heads[r["task"]], r["maps"].to(device)
+        n, chosen, teacher = input_length(r), heads[r["task"]], r["maps"].to(device)
         for layer in sorted({l for l, _ in chosen}):
             ks = [k for k, (l, _) in enumerate(chosen) if l == layer]
             student = torch.stack([maps[chosen[k]][b][r["rows"]][:, :n] for k in ks]).float()  # (heads, q, n)
@@ -129,7 +139,7 @@ def attention_loss(maps, batch, heads, device, effective):
 def replay_loss(model, batch, method, heads, alpha, beta, pad, device, autocast):
     """The replay step of der and seekr on buffer records: (1 − α)·LM + α·LD (der), + β·AD (seekr).
     -> (loss, {"lm", "ld", "ad": values})."""
-    x, y = pad_batch([(r["prompt"], r["answer"]) for r in batch], pad, device, pad_tail(model))
+    x, y = record_batch(model, batch, pad, device)
     wanted = sorted({h for r in batch for h in heads[r["task"]]}) if method == "seekr" else []
     with autocast:
         logits, lm, maps = capture(model, x, wanted, y)
@@ -146,8 +156,8 @@ def replay_loss(model, batch, method, heads, alpha, beta, pad, device, autocast)
 
 def all_maps(model, record, pad, device):
     """Every head's map on one record, no grad, on the CPU: (layers, heads, n, n), n the record's input length."""
-    n, L, H = len(record["prompt"]) + len(record["answer"]) - 1, *map_heads(model)
-    x, _ = pad_batch([(record["prompt"], record["answer"])], pad, device, pad_tail(model))
+    n, L, H = input_length(record), *map_heads(model)
+    x, _ = record_batch(model, [record], pad, device)
     with torch.no_grad():
         maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)})[2]
     return torch.stack([maps[l][0, :, :n, :n].float() for l in range(L)]).cpu()
@@ -160,8 +170,8 @@ def score_heads(model, records, before, pad, device):
     L, H = map_heads(model)
     sens, forget, after = torch.zeros(L, H), torch.zeros(L, H), []
     for record, old in zip(records, before):
-        n = len(record["prompt"]) + len(record["answer"]) - 1
-        x, y = pad_batch([(record["prompt"], record["answer"])], pad, device, pad_tail(model))
+        n = input_length(record)
+        x, y = record_batch(model, [record], pad, device)
         _, loss, maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)}, y)
         grads = torch.autograd.grad(loss, [maps[l] for l in range(L)])  # no .grad left for the optimizer
         new = torch.stack([maps[l][0, :, :n, :n].detach().float() for l in range(L)]).cpu()  # (L, H, n, n)
@@ -360,7 +370,7 @@ def continual(cfg, overrides):
             model.eval()
             rows_gen = torch.Generator().manual_seed(cfg.seed + 7919 * t + 1)
             for r in new_buffer:
-                n = len(r["prompt"]) + len(r["answer"]) - 1
+                n = input_length(r)
                 r["rows"] = (torch.randperm(n, generator=rows_gen)[:query_b].sort().values if 0 < query_b < n
                              else torch.arange(n))
                 before.append(all_maps(model, r, tok.eot, device))
@@ -377,7 +387,7 @@ def continual(cfg, overrides):
         t_last, n_timed = time.time(), 0
         for step in range(cfg.iters_per_task):
             idx = torch.randint(len(data), (cfg.batch_size,), generator=batch_gen).tolist()
-            x, y = pad_batch([(data[i]["prompt"], data[i]["answer"]) for i in idx], tok.eot, device, pad_tail(model))
+            x, y = record_batch(model, [data[i] for i in idx], tok.eot, device)
             with autocast:
                 logits, loss = model(x, y)
                 row = {"task": t, "iter": step, "loss": loss.item()}
@@ -410,7 +420,7 @@ def continual(cfg, overrides):
         model.eval()
         for r in new_buffer:
             if cfg.method in ("der", "seekr"):
-                x, y = pad_batch([(r["prompt"], r["answer"])], tok.eot, device, pad_tail(model))
+                x, y = record_batch(model, [r], tok.eot, device)
                 with torch.no_grad(), autocast:
                     r["logp"] = F.log_softmax(model(x)[0][y != -1].float(), dim=-1).cpu()  # z_t, stored DER-style
         if cfg.method == "seekr":

@@ -123,9 +123,9 @@ PRESETS = {
 }
 CONTINUAL = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)  # --mode=continual defaults
 METHODS = ("seqft", "replay", "der", "lwf", "seekr")
-CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=METHODS, schedule=SCHEDULES, decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS,
-               device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"),
-               compile=("auto", "true", "false"))
+CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=METHODS, schedule=SCHEDULES,
+               decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS, device=("auto", "cpu", "cuda", "mps"),
+               dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
 MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name in Config.__dataclass_fields__]
 
 
