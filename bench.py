@@ -27,8 +27,11 @@ class BenchConfig:
     preset: str = ""  # default: small on CUDA, cpu elsewhere
     attentions: str = ",".join(ATTENTIONS)  # comma-separated
     pos: str = ""  # default: the preset's
-    batch_size: int = 0  # default: the preset's
-    block_size: int = 0  # default: the preset's
+    n_layer: int = 0  # shape and batch: 0 = the preset's
+    n_head: int = 0
+    n_embd: int = 0
+    batch_size: int = 0
+    block_size: int = 0
     mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
@@ -110,6 +113,7 @@ def main(argv):
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
     run = Config(**PRESETS[preset])
     run.pos = cfg.pos or run.pos
+    run.n_layer, run.n_head, run.n_embd = cfg.n_layer or run.n_layer, cfg.n_head or run.n_head, cfg.n_embd or run.n_embd
     batch_size, block_size = cfg.batch_size or run.batch_size, cfg.block_size or run.block_size
     run.block_size = block_size
     attentions = cfg.attentions.split(",")

@@ -54,6 +54,9 @@ class GPTConfig:
             raise ConfigError(f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions")
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:  # RoPE rotates channel pairs
+            raise ConfigError(f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / --n_head={self.n_head}"
+                              f" = {self.n_embd // self.n_head}; change --n_embd or --n_head, or use another --pos")
 
 
 def make_norm(config):

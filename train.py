@@ -112,9 +112,9 @@ class Config:
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64, tokenizer="bytes", batch_size=8, max_iters=50,
                  warmup_iters=5, eval_interval=25, eval_iters=4, log_interval=5, ckpt_interval=25, sample_tokens=50),
-    "cpu": dict(n_layer=4, n_head=4, n_embd=192, block_size=256, tokenizer="bytes", batch_size=16, max_iters=650,
-                lr=2e-3, min_lr=2e-4, warmup_iters=30, eval_interval=100, eval_iters=10, log_interval=10,
-                ckpt_interval=100),
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, tokenizer="bytes", batch_size=16, max_iters=2250,
+                lr=3e-3, min_lr=3e-4, warmup_iters=30, eval_interval=250, eval_iters=20, log_interval=10,
+                ckpt_interval=250),
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, tokenizer="gpt2", batch_size=32, max_iters=3000,
                   dropout=0.1, lr=1e-3, min_lr=1e-4, warmup_iters=100),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, tokenizer="gpt2", dataset="fineweb",
@@ -193,7 +193,7 @@ def build_config(argv):
         return validate(cfg), overrides
     preset = overrides.get("preset") or ("small" if torch.cuda.is_available() or argv else "cpu")
     if not argv and preset == "cpu":
-        print("no CUDA GPU found: training the 'cpu' preset (4 layers x 192, byte tokens, ~5 minutes on 2 cores); "
+        print("no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, ~5 minutes on 2 cores); "
               "on a GPU this command trains the 'small' preset")
     cfg = Config(**{**PRESETS[preset], "preset": preset, **overrides})
     return validate(cfg), overrides

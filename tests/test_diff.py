@@ -125,7 +125,7 @@ def test_gradient_reaches_all_four_lambda_vectors_and_maps():
 
 
 def test_parameter_count_within_one_percent_of_standard():
-    shape = dict(vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192)  # the cpu preset
+    shape = dict(vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192)  # the README's CPU comparison shape
     standard, diff = GPT(GPTConfig(**shape)), GPT(GPTConfig(**shape, attention="diff"))
     d = 192 // 4
     assert diff.num_params() - standard.num_params() == 4 * (4 * d + 2 * d)  # four λ vectors + RMSNorm(2d)

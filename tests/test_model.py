@@ -182,6 +182,9 @@ def test_learned_positions_refuse_longer_inputs_and_bad_config():
         tiny(pos="rop")
     with pytest.raises(ConfigError, match="not divisible"):
         tiny(n_embd=30)
+    with pytest.raises(ConfigError, match="even head size"):  # 4 heads of 25 channels: RoPE rotates pairs
+        tiny(n_embd=100, n_head=4, pos="rope")
+    assert tiny(n_embd=100, n_head=4, pos="alibi").pos == "alibi"  # other positions take odd head sizes
 
 
 @pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
