@@ -113,9 +113,9 @@ def main(argv):
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
     run = Config(**PRESETS[preset])
     run.pos = cfg.pos or run.pos
-    run.n_layer, run.n_head, run.n_embd = cfg.n_layer or run.n_layer, cfg.n_head or run.n_head, cfg.n_embd or run.n_embd
-    batch_size, block_size = cfg.batch_size or run.batch_size, cfg.block_size or run.block_size
-    run.block_size = block_size
+    for key in ("n_layer", "n_head", "n_embd", "batch_size", "block_size"):  # 0 keeps the preset's
+        setattr(run, key, getattr(cfg, key) or getattr(run, key))
+    batch_size, block_size = run.batch_size, run.block_size
     attentions = cfg.attentions.split(",")
     for a in attentions:
         check_choice("attentions", a, ATTENTIONS)
