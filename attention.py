@@ -10,6 +10,15 @@ alibi     bias −m_h·(i − j) with the geometric slopes of Press et al. 2022
 kerple    bias −p_h·log(1 + a_h·(i − j)), learnable p_h, a_h ≥ 0.01 (Kerple-log, Chi et al. 2022)
 nope      nothing; `learned` absolute positions are added to the embeddings in model.py
 
+The file, top to bottom:
+position tables    rope_cos_sin, apply_rope, alibi_slopes, causal_distance, future_mask, mask_future,
+                   additive_mask, KerpleLog
+Attention          the base every variant shares: c_attn / c_proj / resid_dropout, the position parameters,
+                   qkv() (the q/k/v split, RoPE included), the scores q·kᵀ/√d, the position biases, the capture
+                   protocol, attention_logits(x) for outlier statistics, and the forward recipe
+CausalSelfAttention, DiffAttention, DapeV2Attention    what each variant adds: its fast path and its maps
+make_attention     the one constructor model.py calls; GPTConfig has checked every choice before it runs
+
 Every attention module has two paths that compute the same thing:
 - fast: F.scaled_dot_product_attention, causal; ALiBi and Kerple go in as an additive mask.
 - explicit: the T×T probabilities are materialised. It runs when `capture_heads` is set to a list of head
@@ -18,11 +27,10 @@ Every attention module has two paths that compute the same thing:
 Position tables are computed per forward from the sequence length, so any length works (extrapolation).
 
 DAPE V2 materialises the T×T scores, so it cannot use SDPA. Its explicit path is its only path; with `q_chunk`
-set it runs query rows in chunks (the (1, k) kernel mixes along keys only, so rows are independent), which with
-torch.no_grad() bounds evaluation memory at long lengths to one chunk of one layer.
+set (GPT.set_q_chunk) it runs query rows in chunks (the (1, k) kernel mixes along keys only, so rows are
+independent), which with torch.no_grad() bounds evaluation memory at long lengths to one chunk of one layer.
 """
 
-import difflib
 import math
 
 import torch
@@ -31,18 +39,6 @@ import torch.nn.functional as F
 
 ATTENTIONS = ("standard", "diff", "dape")
 POSITIONS = ("rope", "nope", "alibi", "learned", "kerple")
-
-
-class ConfigError(ValueError):
-    """Bad configuration from the user: the scripts print it as one line, no traceback."""
-
-
-def check_choice(flag, value, allowed):
-    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them."""
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"--{flag}={value} is not one of {', '.join(map(str, allowed))}{hint}")
 
 
 def rope_cos_sin(T, head_dim, base, device):
@@ -80,18 +76,14 @@ def future_mask(T, device):
     return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
 
 
+def mask_future(att):
+    """att (..., T, T) with −inf on the future keys: the causal mask, on scores before their softmax."""
+    return att.masked_fill(future_mask(att.size(-1), att.device), float("-inf"))
+
+
 def additive_mask(bias, dtype):
     """A position bias (H, T, T) as an SDPA attn_mask: the bias, with −inf on future keys."""
-    T = bias.size(-1)
-    return bias.masked_fill(future_mask(T, bias.device), float("-inf")).to(dtype)
-
-
-def add_position_params(module, n_head):
-    """The per-head parameters or buffers of module.pos: ALiBi slopes or a Kerple-log bias (rope, nope: none)."""
-    if module.pos == "alibi":
-        module.register_buffer("slopes", alibi_slopes(n_head), persistent=False)
-    if module.pos == "kerple":
-        module.kerple = KerpleLog(n_head)
+    return mask_future(bias).to(dtype)
 
 
 class KerpleLog(nn.Module):
@@ -112,63 +104,93 @@ class KerpleLog(nn.Module):
         return -p * torch.log1p(a * dist.clamp(min=0))  # Kerple-log: −p_h·log(1 + a_h·(i − j))
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rope / alibi / kerple / nope / learned (nothing to do here) positions."""
+class Attention(nn.Module):
+    """What every variant shares. n_head attention heads (the ones capture_heads indexes), each with one value head
+    of size n_embd / n_head, and n_qk_heads query/key heads of size d = n_embd / config.n_head (standard, dape:
+    n_head of each; diff: 2h sub-heads for its h heads). Positions give one bias (or slope) per attention head.
 
-    def __init__(self, config, layer_idx):
+    A subclass calls add_position_params itself, where its construction always did: a seeded init draws in
+    construction order (diff: after its λ vectors; DAPE: before its convs), and that order keeps the weights.
+    It provides fast(q, k, v, bias) and explicit_map(q, k, bias); forward() is the recipe that calls them
+    (DAPE V2, whose one path is chunked, writes its own).
+    """
+
+    def __init__(self, config, n_head, n_qk_heads):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
-        self.n_head, self.head_dim = config.n_head, config.n_embd // config.n_head
+        self.n_head, self.n_qk_heads = n_head, n_qk_heads
+        self.head_dim = config.n_embd // config.n_head  # d, the size of one q/k head
         self.pos, self.rope_base, self.dropout = config.pos, config.rope_base, config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        add_position_params(self, self.n_head)
         self.capture_heads = None  # list of head indices -> explicit path, maps left in self.maps
         self.maps = None
 
+    def add_position_params(self):
+        """The per-head parameters or buffers of self.pos, one per attention head: ALiBi slopes or a Kerple-log
+        bias (rope, nope: none)."""
+        if self.pos == "alibi":
+            self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
+        if self.pos == "kerple":
+            self.kerple = KerpleLog(self.n_head)
+
+    def forward(self, x):
+        """x (B, T, C) -> (B, T, C): heads, position bias, the fast path (or the explicit one, capturing), project."""
+        q, k, v = self.qkv(x)
+        bias = self.position_bias(x.size(1), x.device)
+        if self.capture_heads is None:
+            y = self.fast(q, k, v, bias)
+        else:
+            y = self.capture(self.explicit_map(q, k, bias)) @ v
+        return self.project(y)
+
+    def qkv(self, x):
+        """x (B, T, C) -> q, k (B, n_qk_heads, T, d), rotated when pos is rope, and v (B, n_head, T, C / n_head)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k = (t.view(B, T, self.n_qk_heads, self.head_dim).transpose(1, 2) for t in (q, k))
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.pos == "rope":
+            cos, sin = rope_cos_sin(T, self.head_dim, self.rope_base, x.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def project(self, y):
+        """Heads (B, n_head, T, C / n_head) side by side again (B, T, C), then the output projection."""
+        B, _, T, _ = y.shape
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)
+        return self.resid_dropout(self.c_proj(y))
+
+    def dot_scores(self, q, k):
+        """S = q·kᵀ/√d of every query row of q against every key of k: (B, n_qk_heads, rows, keys)."""
+        return (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+
+    def softmax_map(self, q, k, bias):
+        """softmax(S + bias) with the future keys masked, per q/k head: (B, n_qk_heads, T, T), materialised. The
+        maps of standard attention and diff's A1, A2 (DAPE refines S before its softmax: DapeV2Attention.probs)."""
+        att = self.dot_scores(q, k)
+        if bias is not None:
+            att = att + bias
+        return F.softmax(mask_future(att).float(), dim=-1).type_as(q)
+
+    def attention_logits(self, x):
+        """q·k/√d of every query/key (sub-)head, recomputed from the layer's input x (B, T, C), future entries
+        −inf: (B, n_qk_heads, T, T). Position biases (and DAPE's conv) are not included: these are the scores
+        the outlier statistics read (Diff Transformer §3.8)."""
+        q, k, _ = self.qkv(x)
+        return mask_future(self.dot_scores(q, k))
+
     def position_bias(self, T, device):
-        """Additive (H, T, T) score bias from positions, or None. Future entries are left to the causal mask."""
+        """Additive (n_head, T, T) score bias from positions, or None. Future entries are left to the causal mask."""
         return self.relative_bias(causal_distance(T, device))
 
     def relative_bias(self, dist):
-        """(H, Tq, Tk) bias for a (Tq, Tk) matrix of i − j (a block of the T×T one), or None."""
+        """(n_head, Tq, Tk) bias for a (Tq, Tk) matrix of i − j (a block of the T×T one), or None."""
         if self.pos == "alibi":
             return -self.slopes.to(dist.device)[:, None, None] * dist  # ALiBi: −m_h·(i − j)
         if self.pos == "kerple":
             return self.kerple(dist)
         return None
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
-        if self.pos == "rope":
-            cos, sin = rope_cos_sin(T, self.head_dim, self.rope_base, x.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        bias = self.position_bias(T, x.device)
-        if self.capture_heads is None:
-            y = self.fast(q, k, v, bias)
-        else:
-            att = self.explicit_probs(q, k, bias)
-            y = self.capture(att) @ v
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
-
-    def fast(self, q, k, v, bias):
-        p = self.dropout if self.training else 0.0
-        if bias is None:  # flash / cuDNN kernels apply
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(bias, q.dtype), dropout_p=p)
-
-    def explicit_probs(self, q, k, bias):
-        """Attention probabilities (B, H, T, T), materialised."""
-        T = q.size(-2)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
-        if bias is not None:
-            att = att + bias
-        att = att.masked_fill(future_mask(T, q.device), float("-inf"))
-        return F.softmax(att.float(), dim=-1).type_as(q)
 
     def capture(self, att):
         """Keep the chosen heads' maps in self.maps and return att computed *from* them, so gradients with respect
@@ -179,39 +201,43 @@ class CausalSelfAttention(nn.Module):
         return F.dropout(att, self.dropout, self.training)
 
 
-class DiffAttention(nn.Module):
+class CausalSelfAttention(Attention):
+    """Multi-head causal self-attention with rope / alibi / kerple / nope / learned (nothing to do here) positions."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__(config, n_head=config.n_head, n_qk_heads=config.n_head)
+        self.add_position_params()
+
+    def fast(self, q, k, v, bias):
+        p = self.dropout if self.training else 0.0
+        if bias is None:  # flash / cuDNN kernels apply
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(bias, q.dtype), dropout_p=p)
+
+    def explicit_map(self, q, k, bias):
+        """Attention probabilities (B, H, T, T), materialised."""
+        return self.softmax_map(q, k, bias)
+
+
+class DiffAttention(Attention):
     """Differential attention (Diff Transformer, arXiv 2410.05258 §2.1) with h = n_head // 2 heads.
 
     Q and K are split into 2h sub-heads of size d = n_embd / n_head (the baseline's head size, never halved), V into
     h heads of size 2d; head i owns the Q/K sub-heads (2i, 2i+1) as (Q1, Q2), (K1, K2). c_attn and c_proj have the
     baseline's sizes; the extra parameters are the four λ vectors (size d) and one RMSNorm weight (size 2d).
     Positions: rope rotates every sub-head at size d; alibi and kerple add one bias per differential head (h slopes,
-    h kerple pairs) to both of its score maps; nope and learned need nothing here. capture_heads indexes the h differential heads, and the
-    captured map is the effective one, A1 − λ·A2 (negative entries allowed, rows sum to 1 − λ).
+    h kerple pairs) to both of its score maps; nope and learned need nothing here. capture_heads indexes the h
+    differential heads, and the captured map is the effective one, A1 − λ·A2 (negative entries allowed, rows sum
+    to 1 − λ). GPTConfig has checked that n_head is even.
     """
 
     def __init__(self, config, layer_idx):
-        super().__init__()
-        if config.n_head % 2:
-            raise ConfigError(f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
-                              f"even; got --n_head={config.n_head}")
-        self.n_head = config.n_head // 2  # h differential heads
-        self.head_dim = config.n_embd // config.n_head  # d, the size of one Q/K sub-head
-        self.pos, self.rope_base, self.dropout = config.pos, config.rope_base, config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        super().__init__(config, n_head=config.n_head // 2, n_qk_heads=config.n_head)  # h heads, 2h sub-heads
         self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)  # λinit, §2.1 (layer_idx 0-based)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
-        add_position_params(self, self.n_head)  # h slopes / kerple pairs, one per differential head
-        self.capture_heads = None  # list of differential-head indices -> explicit path, maps left in self.maps
-        self.maps = None
-
-    position_bias = CausalSelfAttention.position_bias  # (h, T, T): one bias per differential head
-    relative_bias = CausalSelfAttention.relative_bias
-    capture = CausalSelfAttention.capture  # the same capture protocol, applied to the effective maps
+        self.add_position_params()  # h slopes / kerple pairs, one per differential head
 
     def lam(self):
         """λ, one scalar per layer, computed in fp32."""
@@ -219,44 +245,28 @@ class DiffAttention(nn.Module):
         q2k2 = torch.sum(self.lambda_q2.float() * self.lambda_k2.float())
         return torch.exp(q1k1) - torch.exp(q2k2) + self.lambda_init  # eq. (2)
 
-    def forward(self, x):
-        B, T, C = x.shape
-        h, d = self.n_head, self.head_dim
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k = (t.view(B, T, 2 * h, d).transpose(1, 2) for t in (q, k))  # (B, 2h, T, d); head i: sub-heads 2i, 2i+1
-        v = v.view(B, T, h, 2 * d).transpose(1, 2)  # (B, h, T, 2d)
-        if self.pos == "rope":
-            cos, sin = rope_cos_sin(T, d, self.rope_base, x.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        bias, lam = self.position_bias(T, x.device), self.lam()
-        if self.capture_heads is None:
-            y = self.fast(q, k, v, bias, lam)
-        else:
-            y = self.capture(self.explicit_map(q, k, bias, lam)) @ v
-        y = self.subln(y) * (1 - self.lambda_init)  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
-
-    def fast(self, q, k, v, bias, lam):
+    def fast(self, q, k, v, bias):
         """(A1 − λ·A2)·V as A1·V − λ·(A2·V): two SDPA calls sharing the 2d-wide V."""
         p = self.dropout if self.training else 0.0
         mask = None if bias is None else additive_mask(bias, q.dtype)
         o1, o2 = (F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], v, attn_mask=mask, dropout_p=p,
                                                  is_causal=mask is None) for s in (0, 1))  # (B, h, T, 2d) each
-        return o1 - lam * o2
+        return o1 - self.lam() * o2
 
-    def explicit_map(self, q, k, bias, lam):
+    def explicit_map(self, q, k, bias):
         """The effective attention map A1 − λ·A2 (B, h, T, T), materialised."""
-        T = q.size(-2)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, 2h, T, T)
         if bias is not None:
-            att = att + bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
-        att = att.masked_fill(future_mask(T, q.device), float("-inf"))
-        att = F.softmax(att.float(), dim=-1).type_as(q)
-        return att[:, 0::2] - lam * att[:, 1::2]  # eq. (1): softmax first, then the difference
+            bias = bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
+        att = self.softmax_map(q, k, bias)  # (B, 2h, T, T)
+        return att[:, 0::2] - self.lam() * att[:, 1::2]  # eq. (1): softmax first, then the difference
+
+    def project(self, y):
+        """Each head normalised, then the shared output projection."""
+        y = self.subln(y) * (1 - self.lambda_init)  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
+        return super().project(y)
 
 
-class DapeV2Attention(CausalSelfAttention):
+class DapeV2Attention(Attention):
     """DAPE V2: S' = S + Bias + conv2(LeakyReLU(conv1(tril([S ; Bias])))), then the causal mask, softmax, @ V.
 
     Bias is kerple, alibi or none (nope: conv1 then sees the H score channels only). The convs have kernel (1, k):
@@ -266,17 +276,17 @@ class DapeV2Attention(CausalSelfAttention):
     """
 
     def __init__(self, config, layer_idx):
-        super().__init__(config, layer_idx)
+        super().__init__(config, n_head=config.n_head, n_qk_heads=config.n_head)
+        self.add_position_params()
         H, D, k = self.n_head, config.dape_channels, config.dape_kernel  # GPTConfig checked pos and k
         n_in = H if self.pos == "nope" else 2 * H
         self.conv1 = nn.Conv2d(n_in, D, kernel_size=(1, k), padding=(0, k // 2))
         self.conv2 = nn.Conv2d(D, H, kernel_size=(1, k), padding=(0, k // 2))
-        self.q_chunk = 0  # query rows per chunk; 0: all T at once. Set by eval for long sequences.
+        self.q_chunk = 0  # query rows per chunk; 0: all T at once. Set by GPT.set_q_chunk for long sequences.
 
     def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        T = x.size(1)
+        q, k, v = self.qkv(x)  # (B, H, T, d); never rotated, GPTConfig refuses rope for dape
         if self.capture_heads is not None:  # maps need every row at once
             y = self.capture(self.probs(q, k, 0, T)) @ v
         else:
@@ -284,8 +294,7 @@ class DapeV2Attention(CausalSelfAttention):
             ys = [F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
                   @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
             y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.project(y)
 
     def probs(self, q, k, i0, i1):
         """softmax(S') for query rows i0..i1-1 over keys 0..i1-1: (B, H, i1 - i0, i1)."""
@@ -300,7 +309,7 @@ class DapeV2Attention(CausalSelfAttention):
         reproduces the full T×T computation exactly; the extra keys are cut after the convs."""
         T, pad = k.size(-2), self.conv1.padding[1]
         n = min(T, i1 + pad)
-        s = (q[:, :, i0:i1] @ k[:, :, :n].transpose(-2, -1)) / math.sqrt(self.head_dim)  # S: (B, H, rows, n)
+        s = self.dot_scores(q[:, :, i0:i1], k[:, :, :n])  # S: (B, H, rows, n)
         return self.refine(s, causal_distance(n, q.device, i0, i1))[..., :i1]
 
     def refine(self, s, dist):
@@ -313,16 +322,8 @@ class DapeV2Attention(CausalSelfAttention):
         return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
 
 
-def set_q_chunk(model, q_chunk):
-    """Query rows per chunk for every DAPE V2 layer of model (0: all at once); other attention types ignore it."""
-    for m in model.modules():
-        if isinstance(m, DapeV2Attention):
-            m.q_chunk = q_chunk
-
-
 def make_attention(config, layer_idx):
-    """The one constructor model.py calls: picks the module for config.attention."""
-    check_choice("attention", config.attention, ATTENTIONS)
+    """The one constructor model.py calls: the module for config.attention (GPTConfig has checked the choice)."""
     if config.attention == "diff":
         return DiffAttention(config, layer_idx)
     if config.attention == "dape":

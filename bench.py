@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from attention import ATTENTIONS, check_choice, set_q_chunk
+from attention import ATTENTIONS
 from data import get_tokenizer
-from model import GPT, peak_flops
-from train import PRESETS, Config, cli, model_config, parse_flags, setup_device
+from model import GPT, model_config, peak_flops
+from plumbing import check_choice, cli, parse_flags, setup_device
+from train import PRESETS, Config
 
 
 @dataclass
@@ -74,7 +75,7 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
     _, _, autocast = setup_device(device, dtype)
     torch.manual_seed(0)
     model = GPT(model_config(run, n_vocab)).to(device).eval()
-    set_q_chunk(model, q_chunk)
+    model.set_q_chunk(q_chunk)
     x = torch.randint(0, n_vocab, (1, T), device=device)
     with torch.no_grad(), autocast:
         model.features(x[:, :256])  # warm-up: thread pools, kernels

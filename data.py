@@ -24,10 +24,10 @@ Design choices:
 import difflib
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
-import sys
 import sysconfig
 import time
 import urllib.request
@@ -36,16 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from plumbing import DataError, cli
+
 TOKENIZERS = ("gpt2", "bytes")
 DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N]"
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/"
 SHARD_MAGIC, SHARD_VERSION = 20240520, 1  # llm.c's GPT-2 token shard header
-
-
-class DataError(ValueError):
-    """Bad input from the user: train.py/eval.py print str(e) as one line, no traceback."""
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -190,6 +188,24 @@ def _write_split(path, chunks, n_vocab):
 
 def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
     """Tokenize `dataset` once into data_dir/<name>-<tokenizer>/ and return that folder."""
+    folder = corpus_folder(dataset, tokenizer, data_dir)
+    if (folder / "meta.json").exists():  # finished earlier: meta.json is written last
+        meta_tok = load_meta(folder)["tokenizer"]
+        if meta_tok != tokenizer:
+            raise DataError(f"{folder} was prepared with tokenizer '{meta_tok}' but this run uses '{tokenizer}'; "
+                            f"pass --tokenizer={meta_tok} or delete the folder")
+        return folder
+    tok = get_tokenizer(tokenizer)
+    t0 = time.time()
+    train, val = _corpus_splits(dataset, folder, tok)
+    meta = _write_prepared(folder, dataset, tok, train, val)
+    print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
+          f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)", flush=True)
+    return folder
+
+
+def corpus_folder(dataset, tokenizer, data_dir):
+    """The folder a corpus is prepared into, data_dir/<name>-<tokenizer>; unknown names are refused here."""
     if tokenizer not in TOKENIZERS:
         raise DataError(f"--tokenizer={tokenizer} is not one of {', '.join(TOKENIZERS)}")
     kind, _, arg = dataset.partition(":")
@@ -206,45 +222,44 @@ def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
         name = f"fineweb{n if n > 1 else ''}"
     else:
         raise DataError(f"--dataset={dataset} is not one of {DATASETS}")
-    folder = Path(data_dir) / f"{name}-{tokenizer}"
+    return Path(data_dir) / f"{name}-{tokenizer}"
 
-    if (folder / "meta.json").exists():  # finished earlier: meta.json is written last
-        meta_tok = load_meta(folder)["tokenizer"]
-        if meta_tok != tokenizer:
-            raise DataError(f"{folder} was prepared with tokenizer '{meta_tok}' but this run uses '{tokenizer}'; "
-                            f"pass --tokenizer={meta_tok} or delete the folder")
-        return folder
 
-    tok = get_tokenizer(tokenizer)
-    t0 = time.time()
+def _corpus_splits(dataset, folder, tok):
+    """(train chunks, val chunks): iterables of uint16 token arrays, read or downloaded, tokenized."""
+    kind, _, arg = dataset.partition(":")
     if kind == "fineweb":
-        shards = _fineweb_shards(folder, n)
+        shards = _fineweb_shards(folder, int(arg or 1))
         print(f"preparing {folder}: {len(shards)} shards ...", flush=True)
         train = (read_fineweb_shard(p) for p in shards[1:])  # lazily: one 200 MB shard in memory at a time
         val = (read_fineweb_shard(p) for p in shards[:1])
+        return train, val
+    if dataset == "stdlib":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        rels = stdlib_files()
+        docs = [(root / r).read_text(encoding="utf-8", errors="replace") for r in rels]
+    elif dataset == "shakespeare":
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "input.txt").exists():
+            _download(SHAKESPEARE_URL, folder / "input.txt", "tiny Shakespeare",
+                      "download it and pass --dataset=text:PATH")
+        docs = [(folder / "input.txt").read_text(encoding="utf-8", errors="replace")]
     else:
-        if dataset == "stdlib":
-            root = Path(sysconfig.get_paths()["stdlib"])
-            rels = stdlib_files()
-            docs = [(root / r).read_text(encoding="utf-8", errors="replace") for r in rels]
-        elif dataset == "shakespeare":
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / "input.txt").exists():
-                _download(SHAKESPEARE_URL, folder / "input.txt", "tiny Shakespeare",
-                          "download it and pass --dataset=text:PATH")
-            docs = [(folder / "input.txt").read_text(encoding="utf-8", errors="replace")]
-        else:
-            docs = _read_text_files(arg)
-        mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
-        print(f"preparing {folder}: {len(docs)} files, {mb:.1f} MB ...", flush=True)
-        if dataset == "stdlib":
-            train = [_tokenize(tok, [d for r, d in zip(rels, docs) if not is_val_file(r)])]
-            val = [_tokenize(tok, [d for r, d in zip(rels, docs) if is_val_file(r)])]
-        else:
-            tokens = _tokenize(tok, docs)
-            cut = int(0.9 * len(tokens))  # first 90% train, last 10% val
-            train, val = [tokens[:cut]], [tokens[cut:]]
+        docs = _read_text_files(arg)
+    mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+    print(f"preparing {folder}: {len(docs)} files, {mb:.1f} MB ...", flush=True)
+    if dataset == "stdlib":
+        train = [_tokenize(tok, [d for r, d in zip(rels, docs) if not is_val_file(r)])]
+        val = [_tokenize(tok, [d for r, d in zip(rels, docs) if is_val_file(r)])]
+        return train, val
+    tokens = _tokenize(tok, docs)
+    cut = int(0.9 * len(tokens))  # first 90% train, last 10% val
+    return [tokens[:cut]], [tokens[cut:]]
 
+
+def _write_prepared(folder, dataset, tok, train, val):
+    """train.bin, val.bin, then meta.json (counts, bytes, the unigram baseline; returned), written last: it marks
+    a finished folder."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = {split: _write_split(folder / f"{split}.bin", chunks, tok.n_vocab)
               for split, chunks in (("train", train), ("val", val))}
@@ -256,16 +271,14 @@ def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
     n_bytes = {s: int(c @ lengths) for s, c in counts.items()}
     p = (counts["train"] + 1) / (n_tok["train"] + tok.n_vocab)  # add-one-smoothed unigram model of train
     val_bits = float(-(counts["val"] * np.log2(p)).sum())  # = cross-entropy in bits × val_tokens
-    meta = {"dataset": dataset, "tokenizer": tokenizer, "n_vocab": tok.n_vocab, "eot": tok.eot,
+    meta = {"dataset": dataset, "tokenizer": tok.name, "n_vocab": tok.n_vocab, "eot": tok.eot,
             "train_tokens": n_tok["train"], "val_tokens": n_tok["val"],
             "train_bytes": n_bytes["train"], "val_bytes": n_bytes["val"],
             "unigram_bpb": round(val_bits / max(n_bytes["val"], 1), 4)}
     with open(tmp := _tmp(folder / "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(tmp, folder / "meta.json")  # last: from now on the folder counts as prepared
-    print(f"prepared {folder}: {n_tok['train']:,} train / {n_tok['val']:,} val tokens, "
-          f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)", flush=True)
-    return folder
+    return meta
 
 
 # ----------------------------------------------------------------------------- reading and batching
@@ -277,6 +290,11 @@ def load_split(folder, split: str) -> np.memmap:
 def load_meta(folder) -> dict:
     with open(Path(folder) / "meta.json") as f:
         return json.load(f)
+
+
+def bits_per_byte(loss, meta, split="val"):
+    """Nats per token -> bits per byte of the split's text: comparable across tokenizers (bytes, GPT-2 BPE)."""
+    return loss / math.log(2) / (meta[f"{split}_bytes"] / meta[f"{split}_tokens"])
 
 
 def check_block(tokens, block_size: int, split: str, folder) -> None:
@@ -551,8 +569,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli(main)

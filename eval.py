@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attention import ConfigError, apply_rope, future_mask, rope_cos_sin, set_q_chunk
-from data import check_block, get_tokenizer, load_meta, load_split, prepare
+from data import bits_per_byte, check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
-from train import checkpoint_path, cli, load_checkpoint, parse_flags, read_log, setup_device
+from plumbing import (ConfigError, checkpoint_path, cli, load_checkpoint, parse_flags, pyplot, read_log, setup_device,
+                      tokens_per_step)
 
 
 @dataclass
@@ -121,9 +121,7 @@ def run_label(run_dir, cfg):
 
 def compare_schedules(runs, out):
     """Print the table of finished models and draw schedules_compare.png; returns the figure's path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(13, 5))
     print(f"{'run':<34} {'budget':>7} {'tokens (M)':>11} {'val loss':>9} {'val bpb':>8}")
     for i, run_dir in enumerate(runs):
@@ -162,21 +160,6 @@ def smooth(values, k=3):
             for i in range(len(values))]
 
 
-def attention_logits(attn, x, config):
-    """q·k/√d of every query/key (sub-)head of one layer, recomputed from the layer's input x (B, T, C), future
-    entries −inf: (B, n_head, T, T). Standard and diff layers both cut q and k from c_attn into config.n_head pieces
-    of size n_embd / n_head (diff: its 2h sub-heads) and rotate each with RoPE; position biases are not included."""
-    B, T, C = x.shape
-    n, d = config.n_head, C // config.n_head
-    q, k, _ = attn.c_attn(x).split(C, dim=2)
-    q, k = (t.view(B, T, n, d).transpose(1, 2) for t in (q, k))
-    if config.pos == "rope":
-        cos, sin = rope_cos_sin(T, d, config.rope_base, x.device)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(d)  # (B, n_head, T, T)
-    return att.masked_fill(future_mask(T, x.device), float("-inf"))
-
-
 @torch.no_grad()
 def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast):
     """The paper's outlier statistics (arXiv 2410.05258 §3.8, Table 6) on the first batches × batch_size windows,
@@ -187,7 +170,7 @@ def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast
 
     def on_attention(layer):
         def hook(attn, args):
-            att = attention_logits(attn, args[0], model.config).float()  # (B, n_head, T, T)
+            att = attn.attention_logits(args[0]).float()  # (B, q/k heads, T, T)
             per_head = att.amax(dim=(0, 2, 3))
             seen["logit"].append((per_head.max().item(), att[att > -math.inf].median().item(),
                                   f"layer {layer}, q/k head {per_head.argmax().item()}"))
@@ -222,14 +205,12 @@ def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast
 def plot_val_curves(runs, out):
     """Val loss against tokens of several runs overlaid, redrawn from their log.jsonl and config.json (main branch
     only, no wsd decay branches). out: a .png path, or a folder for val_compare.png. Returns the figure's path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
     for run in runs:
         cfg, rows = read_run(run)
-        tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
+        tokens_per_iter = tokens_per_step(cfg)
         val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in rows
                if "val_loss" in r and not r.get("branch")]
         if not val:
@@ -265,9 +246,7 @@ def tail_loss(model, tokens, n, ends, tail, device, autocast):
 
 def plot_extrapolation(path):
     """extrapolation.png beside extrapolation.json: perplexity against evaluation length, one line per run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter
     res = json.loads(Path(path).read_text())
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -308,7 +287,7 @@ def extrapolate(cfg, paths, device, autocast):
         print(f"note: the shortest length is {min(lengths)}, so every length scores its last {tail} tokens")
     runs = []
     for path, (model, run) in zip(paths, loaded):
-        set_q_chunk(model, cfg.q_chunk)
+        model.set_q_chunk(cfg.q_chunk)
         folder = prepare(run["dataset"], run["tokenizer"], cfg.data_dir)
         tokens = load_split(folder, "val")
         check_block(tokens, max(lengths) + cfg.windows, "val", folder)
@@ -316,7 +295,7 @@ def extrapolate(cfg, paths, device, autocast):
         r = dict(ckpt=str(path), attention=run["attention"], pos=model.config.pos, block_size=model.config.block_size,
                  params=model.num_params(), preset=run["preset"], shape=f"{run['n_layer']}x{run['n_embd']}",
                  dataset=run["dataset"], tokenizer=run["tokenizer"], seed=run["seed"],
-                 tokens=run["max_iters"] * run["batch_size"] * run["block_size"] * run["grad_accum"],
+                 tokens=run["max_iters"] * tokens_per_step(run),
                  ppl=[], seconds=[])
         for n in lengths:
             t0 = time.perf_counter()
@@ -362,70 +341,73 @@ def continual_table(runs):
 
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
-    if cfg.mode == "schedules":
+    if cfg.mode in ("schedules", "compare", "continual"):  # these read run folders, not checkpoints
         if not cfg.run:
-            raise ConfigError("--mode=schedules needs run folders: --run=out/a --run=out/b ...")
-        print(f"wrote {compare_schedules(cfg.run, cfg.out)}")
-        return
-    if cfg.mode == "compare":
-        if not cfg.run:
-            raise ConfigError("--mode=compare needs run folders: --run=out/a,out/b")
-        print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
-        return
-    if cfg.mode == "continual":
-        if not cfg.run:
-            raise ConfigError("--mode=continual needs run folders: --run=out/seqft --run=out/seekr ...")
-        print(continual_table(cfg.run))
+            raise ConfigError(f"--mode={cfg.mode} needs run folders: --run=out/a --run=out/b ...")
+        if cfg.mode == "schedules":
+            print(f"wrote {compare_schedules(cfg.run, cfg.out)}")
+        elif cfg.mode == "compare":
+            print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
+        else:
+            print(continual_table(cfg.run))
         return
     if not cfg.ckpt:
         raise ConfigError("--ckpt is required: a ckpt.pt or a run folder, e.g. --ckpt=out/run")
     device, _, autocast = setup_device(cfg.device, cfg.dtype)
-    paths = cfg.ckpt
     if cfg.mode == "extrapolate":
-        return extrapolate(cfg, paths, device, autocast)
-    if len(paths) > 1:
+        return extrapolate(cfg, cfg.ckpt, device, autocast)
+    if len(cfg.ckpt) > 1:
         raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate")
-    model, run = load_model(paths[0], device)
-    tokenizer = get_tokenizer(run["tokenizer"])
-    block_size, learned = model.config.block_size, model.config.pos == "learned"
-
+    model, run = load_model(cfg.ckpt[0], device)
     if cfg.mode == "loss":
-        eval_len = cfg.eval_len or block_size
-        if learned and eval_len > block_size:
-            raise ConfigError(f"--eval_len={eval_len} is longer than block_size={block_size}, the limit of learned "
-                              "positions; use --eval_len<={block_size}")
-        folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
-        tokens, meta = load_split(folder, cfg.split), load_meta(folder)
-        check_block(tokens, eval_len, cfg.split, folder)
-        loss, n = eval_loss(model, tokens, eval_len, cfg.batch_size, cfg.max_tokens, device, autocast)
-        bpb = loss / math.log(2) * meta[f"{cfg.split}_tokens"] / meta[f"{cfg.split}_bytes"]
-        print(f"{cfg.split}_loss {loss:.4f} | perplexity {math.exp(loss):.3f} | {bpb:.4f} bits/byte | "
-              f"{n:,} tokens of {folder}/{cfg.split}.bin in windows of {eval_len}")
-
+        report_loss(cfg, model, run, device, autocast)
     elif cfg.mode == "sample":
-        ids = tokenizer.encode(cfg.prompt) if cfg.prompt else [tokenizer.eot]
-        if learned and len(ids) > block_size:
-            raise ConfigError(f"the prompt is {len(ids)} tokens, longer than block_size={block_size}, the limit of "
-                              "learned positions; shorten --prompt")
-        torch.manual_seed(cfg.seed)
-        x = torch.tensor([ids] * cfg.num_samples, device=device)
-        with autocast:
-            out = model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None)
-        for row in out.tolist():
-            text = tokenizer.decode([t for t in row if t < tokenizer.n_vocab and t != tokenizer.eot])
-            print(text + "\n" + "-" * 40)
+        print_samples(cfg, model, run, device, autocast)
+    else:
+        report_outliers(cfg, model, run, device, autocast)
 
-    elif cfg.mode == "outliers":
-        eval_len = cfg.eval_len or block_size  # learned positions refuse longer windows themselves
-        folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
-        tokens = load_split(folder, cfg.split)
-        check_block(tokens, eval_len, cfg.split, folder)
-        stats, n = outlier_stats(model, tokens, eval_len, cfg.batch_size, cfg.batches, device, autocast)
-        (logit, where, median), (act, act_where, act_median) = stats["logit"], stats["hidden"]
-        print(f"top attention logit {logit:.2f} ({where}; median {median:.2f}) | q·k/√d before softmax, "
-              f"{n} windows of {eval_len} tokens of {folder}/{cfg.split}.bin")
-        print(f"top hidden activation {act:.2f} ({act_where}; median |x| {act_median:.3f}) | residual stream, "
-              f"{model.config.attention} attention")
+
+def report_loss(cfg, model, run, device, autocast):
+    block_size = model.config.block_size
+    eval_len = cfg.eval_len or block_size
+    if model.config.pos == "learned" and eval_len > block_size:
+        raise ConfigError(f"--eval_len={eval_len} is longer than block_size={block_size}, the limit of learned "
+                          f"positions; use --eval_len<={block_size}")
+    folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
+    tokens, meta = load_split(folder, cfg.split), load_meta(folder)
+    check_block(tokens, eval_len, cfg.split, folder)
+    loss, n = eval_loss(model, tokens, eval_len, cfg.batch_size, cfg.max_tokens, device, autocast)
+    bpb = bits_per_byte(loss, meta, cfg.split)
+    print(f"{cfg.split}_loss {loss:.4f} | perplexity {math.exp(loss):.3f} | {bpb:.4f} bits/byte | "
+          f"{n:,} tokens of {folder}/{cfg.split}.bin in windows of {eval_len}")
+
+
+def print_samples(cfg, model, run, device, autocast):
+    tokenizer, block_size = get_tokenizer(run["tokenizer"]), model.config.block_size
+    ids = tokenizer.encode(cfg.prompt) if cfg.prompt else [tokenizer.eot]
+    if model.config.pos == "learned" and len(ids) > block_size:
+        raise ConfigError(f"the prompt is {len(ids)} tokens, longer than block_size={block_size}, the limit of "
+                          "learned positions; shorten --prompt")
+    torch.manual_seed(cfg.seed)
+    x = torch.tensor([ids] * cfg.num_samples, device=device)
+    with autocast:
+        out = model.generate(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None)
+    for row in out.tolist():
+        text = tokenizer.decode([t for t in row if t < tokenizer.n_vocab and t != tokenizer.eot])
+        print(text + "\n" + "-" * 40)
+
+
+def report_outliers(cfg, model, run, device, autocast):
+    eval_len = cfg.eval_len or model.config.block_size  # learned positions refuse longer windows themselves
+    folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
+    tokens = load_split(folder, cfg.split)
+    check_block(tokens, eval_len, cfg.split, folder)
+    stats, n = outlier_stats(model, tokens, eval_len, cfg.batch_size, cfg.batches, device, autocast)
+    (logit, where, median), (act, act_where, act_median) = stats["logit"], stats["hidden"]
+    print(f"top attention logit {logit:.2f} ({where}; median {median:.2f}) | q·k/√d before softmax, "
+          f"{n} windows of {eval_len} tokens of {folder}/{cfg.split}.bin")
+    print(f"top hidden activation {act:.2f} ({act_where}; median |x| {act_median:.3f}) | residual stream, "
+          f"{model.config.attention} attention")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""A GPT in one file: GPTConfig and GPT, nanoGPT-shaped.
+"""A GPT in one file: GPTConfig and GPT, nanoGPT-shaped, and the one way to build a run's model.
+
+The file, top to bottom:
+GPTConfig           the model's shape and kind; __post_init__ holds every model rule (attention, pos, norm, head
+                    sizes, DAPE's kernel, diff's even n_head), so a bad config is refused wherever one is built
+MLP, Block, GPT     the network; GPT.attention_maps() and GPT.set_q_chunk() are the doors into its attention
+model_keys, model_config    a run's config (train.Config, or the dict in a checkpoint) -> its GPTConfig
+peak_flops          a known GPU's bf16 peak, for MFU
 
 Design choices, up front:
 - Pre-norm blocks, x + attn(norm(x)), x + mlp(norm(x)); GELU MLP 4× wide; a final norm; LayerNorm or RMSNorm.
@@ -14,6 +21,7 @@ Design choices, up front:
   door through which SEEKR (and anyone curious) reads attention.
 """
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass
@@ -22,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attention import POSITIONS, ConfigError, check_choice, make_attention
+from attention import ATTENTIONS, POSITIONS, make_attention
+from plumbing import ConfigError, check_choice
 
 NORMS = ("layernorm", "rmsnorm")
 
@@ -44,6 +53,7 @@ class GPTConfig:
     dape_channels: int = 32  # DAPE V2 hidden channels D
 
     def __post_init__(self):
+        check_choice("attention", self.attention, ATTENTIONS)
         if self.pos == "auto":
             self.pos = "kerple" if self.attention == "dape" else "rope"
         check_choice("pos", self.pos, ("auto", *POSITIONS))
@@ -54,6 +64,9 @@ class GPTConfig:
             raise ConfigError(f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions")
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
+        if self.attention == "diff" and self.n_head % 2:
+            raise ConfigError(f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
+                              f"even; got --n_head={self.n_head}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:  # RoPE rotates channel pairs
             raise ConfigError(f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / --n_head={self.n_head}"
                               f" = {self.n_embd // self.n_head}; change --n_embd or --n_head, or use another --pos")
@@ -156,6 +169,13 @@ class GPT(nn.Module):
                 block.attn.capture_heads, block.attn.maps = None, None
         return logits, loss, maps
 
+    def set_q_chunk(self, q_chunk):
+        """Query rows per chunk for every DAPE V2 layer (0: all at once), which bounds the memory of a long
+        no-grad forward; the other attention types have no chunks and ignore it."""
+        if self.config.attention == "dape":
+            for block in self.transformer.h:
+                block.attn.q_chunk = q_chunk
+
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 is greedy decoding."""
@@ -192,6 +212,24 @@ class GPT(nn.Module):
     def estimate_mfu(self, tokens_per_sec, peak):
         """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (None if unknown)."""
         return None if not peak else self.flops_per_token() * tokens_per_sec / peak
+
+
+def run_values(run):
+    """A run's config as {name: value}: a checkpoint's dict as it is, a dataclass (train.Config) by its fields."""
+    return run if isinstance(run, dict) else {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+
+
+def model_keys(run):
+    """The names of GPTConfig's fields that the run config also has, in GPTConfig's order: the model's shape and
+    kind (vocab_size comes from the tokenizer, rope_base is not a run setting)."""
+    values = run_values(run)
+    return [f.name for f in dataclasses.fields(GPTConfig) if f.name in values]
+
+
+def model_config(run, n_vocab):
+    """GPTConfig for a run, the vocabulary padded to a multiple of 64 (faster matmuls; GPT-2: 50257 -> 50304)."""
+    values = run_values(run)
+    return GPTConfig(vocab_size=(n_vocab + 63) // 64 * 64, **{k: values[k] for k in model_keys(run)})
 
 
 def peak_flops(device):

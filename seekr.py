@@ -11,14 +11,18 @@ methods  seqft   fine-tune on each task in turn, nothing kept
          seekr   der + attention distillation on the heads chosen by forgettability x task sensitivity
                  (SEEKR, arXiv 2411.06171, as its official code does it; DESIGN.md §7)
 
-SEEKR, task i (M_{i-1} the model before it, M_i after):
-  before: pick the buffer R_i, draw its query rows, record every head's map A^{M_{i-1}} on it (no grad)
-  train:  new-task steps with the answer LM loss; every replay_cycle steps a replay step with
-          (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
-  after:  on M_i, record by record: stored logits z_i, maps A^{M_i}, gradient g = ∂LM/∂A of every head;
-          S = mean g² normalised within each layer, F = mean (A^{M_{i-1}} - A^{M_i})², I += S ⊙ F;
-          top layer_budget layers by Σ_h I, then the global top head_budget heads inside them; the buffer keeps
-          those heads' maps (its query rows only) and the head set, frozen from then on.
+SEEKR, task i (M_{i-1} the model before it, M_i after), each phase a method of ContinualRun that continual() calls:
+  pick_buffer   R_i, a seeded random r-fraction of task i's train set
+  before_task   draw R_i's query rows, record every head's map A^{M_{i-1}} on it (no grad)
+  train_task    new-task steps with the answer LM loss; every replay_cycle steps a replay step with
+                (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
+  after_task    on M_i, record by record: stored logits z_i, maps A^{M_i}, gradient g = ∂LM/∂A of every head;
+                S = mean g² normalised within each layer, F = mean (A^{M_{i-1}} - A^{M_i})², I += S ⊙ F;
+                top layer_budget layers by Σ_h I, then the global top head_budget heads inside them; the buffer
+                keeps those heads' maps (its query rows only) and the head set, frozen from then on
+  evaluate_tasks  R[i][j] on every task j, then the checkpoint; after the last task, results: results.json + PNGs
+The layer / head / query budgets are SEEKR's selection budgets (counts of layers, heads, query rows); train.py's
+--budgets are compute budgets (steps), a different thing.
 
 Design choices:
 - One protocol for every method: the same base, seeds, new-task batch draws (their own generator), optimizer
@@ -43,20 +47,58 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from attention import ConfigError
 from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
 from eval import eval_loss
-from model import GPT
-from train import adopt_model_shape, load_checkpoint, model_config, read_log, save_atomic, setup_device, validate
+from model import GPT, model_config, model_keys
+from plumbing import (ConfigError, append_log, eta_text, open_run_folder, pyplot, restore_rng, rng_state,
+                      save_atomic, setup_device, start_run)
 
+METHODS = ("seqft", "replay", "der", "lwf", "seekr")
 BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
 REPLAY_STEPS = ("der", "seekr")  # methods with separate replay steps (replay mixes the buffer into its batches)
 GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
+CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)  # replace the presets
+
+
+@dataclass
+class ContinualConfig:
+    """The continual-learning fields of train.py's Config (--mode=continual); the rules are check_continual's."""
+    tasks: str = "builtin"  # builtin (generated from --seed), or a folder in TRACE's layout: <task>/{train,test}.json
+    task_order: str = ""  # a,b,c; default: by folder name (builtin: its own order)
+    iters_per_task: int = 200
+    method: str = "seekr"  # seqft, replay, der, lwf, seekr
+    replay: float = 0.01  # fraction of each finished task's train set kept for replay (at least one record)
+    replay_cycle: int = 0  # new-task steps per replay step; 0 = len(task batches) // len(replay batches)
+    alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (der, lwf, seekr)
+    beta: float = 1000.0  # attention-distillation weight (seekr)
+    seekr_layer_budget: int = 0  # layers kept by SEEKR's selection; 0 = 75% of layers
+    seekr_head_budget: int = 0  # heads kept, inside those layers; 0 = 12.5% of all heads
+    seekr_query_budget: int = 0  # random query rows distilled per record; 0 = all
+    eval_records: int = 200  # test records per task scored after every task; 0 = all
+
+
+def check_continual(cfg):
+    """The rules of --mode=continual, called by train.Config.__post_init__ (the model's shape is checked later,
+    against the checkpoint: selection_budgets)."""
+    if not cfg.init_from and not cfg.resume:
+        raise ConfigError("--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "
+                          "written by `python train.py`)")
+    if cfg.method in BUFFERED and not 0 < cfg.replay <= 1:
+        raise ConfigError(f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%")
+    if cfg.dtype == "float16":
+        raise ConfigError("--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
+                          "pass --dtype=bfloat16 or --dtype=float32")
+    if cfg.iters_per_task < 1:
+        raise ConfigError(f"--iters_per_task={cfg.iters_per_task} must be at least 1")
+    if min(cfg.seekr_layer_budget, cfg.seekr_head_budget, cfg.seekr_query_budget) < 0:
+        raise ConfigError("SEEKR's selection budgets are counts: pass --seekr_layer_budget, --seekr_head_budget and "
+                          "--seekr_query_budget >= 0 (0 = the paper's default)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -194,14 +236,12 @@ def select_heads(importance, layer_budget, head_budget):
     return sorted((int(i) // H, int(i) % H) for i in top)
 
 
-def budgets(model, cfg):
-    """(layer, head, query) budgets; 0 means the paper's fractions: 75% of layers, 12.5% of all heads."""
+def selection_budgets(model, cfg):
+    """SEEKR's (layer, head, query) budgets for this model; 0 means the paper's fractions: 75% of layers, 12.5% of
+    all heads, every query row."""
     L, H = map_heads(model)
     layer_b = cfg.seekr_layer_budget or max(1, int(0.75 * L + 0.5))  # halves round up
     head_b = cfg.seekr_head_budget or max(1, int(0.125 * L * H + 0.5))
-    if min(cfg.seekr_layer_budget, cfg.seekr_head_budget, cfg.seekr_query_budget) < 0:
-        raise ConfigError("SEEKR budgets are counts: pass --seekr_layer_budget, --seekr_head_budget and "
-                          "--seekr_query_budget >= 0 (0 = the paper's default)")
     if layer_b > L or head_b > layer_b * H:
         raise ConfigError(f"--seekr_layer_budget={layer_b} and --seekr_head_budget={head_b} do not fit this model: "
                           f"at most {L} layers and {H} heads per chosen layer; use smaller budgets (0 = 75% of "
@@ -259,136 +299,123 @@ def accuracy(model, tok, test, device, autocast):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the continual run
-
-def check_flags(cfg):
-    if not cfg.init_from and not cfg.resume:
-        raise ConfigError("--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "
-                          "written by `python train.py`)")
-    if cfg.method in BUFFERED and not 0 < cfg.replay <= 1:
-        raise ConfigError(f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%")
-    if cfg.dtype == "float16":
-        raise ConfigError("--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
-                          "pass --dtype=bfloat16 or --dtype=float32")
-    if cfg.iters_per_task < 1:
-        raise ConfigError(f"--iters_per_task={cfg.iters_per_task} must be at least 1")
-    if "RANK" in os.environ:
-        raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
-
+# the continual run: set up, then per task pick the buffer, before the task, train the task, after the task
 
 def continual(cfg, overrides):
     """Fine-tune --init_from on --tasks in order with --method; write the run folder (see the module docstring)."""
-    check_flags(cfg)
-    out = Path(cfg.out_dir)
-    state = source = None
-    if cfg.resume:
-        if not (out / "ckpt.pt").exists():
-            raise ConfigError(f"--resume but {out}/ckpt.pt does not exist; start without --resume")
-        state = load_checkpoint(out)
-        cfg = validate(dataclasses.replace(cfg, **{**state["config"], **overrides}))
-        source_cfg = state["source_config"]
-    else:
-        if (out / "ckpt.pt").exists():
-            raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another "
-                              "--out_dir")
-        source = load_checkpoint(cfg.init_from)
-        adopt_model_shape(cfg, overrides, source["config"], cfg.init_from)
-        source_cfg = source["config"]
-        validate(cfg)
-    device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
-    torch.manual_seed(cfg.seed)
+    if "RANK" in os.environ:
+        raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
+    cfg, saved, source = start_run(cfg, overrides, model_keys(cfg) + ["tokenizer"])
+    run = ContinualRun(cfg, saved, source)
+    del saved, source
+    for t in range(run.state["task"], len(run.names)):
+        t_task = time.time()
+        buffer = run.pick_buffer(t)
+        before = run.before_task(t, buffer)
+        run.train_task(t)
+        run.after_task(t, buffer, before)
+        run.evaluate_tasks(t, time.time() - t_task)
+    run.results()
 
-    tok = get_tokenizer(cfg.tokenizer)
-    order = [name for name in cfg.task_order.split(",") if name] or None
-    tasks = load_tasks(cfg.tasks, order, seed=cfg.seed)
-    check_task_lengths(tasks, tok, cfg.block_size)
-    names = [name for name, _, _ in tasks]
 
-    def encode(records):
-        return [dict(zip(("prompt", "answer"), encode_record(tok, r)), text=r["answer"]) for r in records]
-    train_sets = [encode(train) for _, train, _ in tasks]
-    test_sets = [encode(test[:cfg.eval_records or None]) for _, _, test in tasks]
+class ContinualRun:
+    """The state one continual run shares between its phases: config, model, tokenizer, encoded tasks, the
+    generators, and `state`, everything a resumed run needs (saved after every task): the accuracy matrix R, the
+    replay buffers, each task's frozen head set, the accumulated importance I, timings."""
 
-    model = GPT(model_config(cfg, tok.n_vocab)).to(device)
-    model.load_state_dict((state or source)["model"])
-    del source
-    L, H = map_heads(model)
-    layer_b, head_b, query_b = budgets(model, cfg)
-    general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]), "val")
+    def __init__(self, cfg, saved, source):
+        self.cfg = cfg
+        self.device, self.dtype, self.autocast = setup_device(cfg.device, cfg.dtype)
+        torch.manual_seed(cfg.seed)
+        self.tok = get_tokenizer(cfg.tokenizer)
+        order = [name for name in cfg.task_order.split(",") if name] or None
+        tasks = load_tasks(cfg.tasks, order, seed=cfg.seed)
+        check_task_lengths(tasks, self.tok, cfg.block_size)
+        self.names = [name for name, _, _ in tasks]
+        self.train_sets = [self.encode(train) for _, train, _ in tasks]
+        self.test_sets = [self.encode(test[:cfg.eval_records or None]) for _, _, test in tasks]
 
-    def general_loss():
-        model.eval()
-        loss = eval_loss(model, general, cfg.block_size, 16, GENERAL_TOKENS, device, autocast)[0]
-        model.train()
+        self.model = GPT(model_config(cfg, self.tok.n_vocab)).to(self.device)
+        self.model.load_state_dict((saved or source)["model"])
+        self.layer_budget, self.head_budget, self.query_budget = selection_budgets(self.model, cfg)
+        source_cfg = saved["source_config"] if saved else source["config"]
+        self.general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]),
+                                  "val")
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.replay_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        if saved is None:
+            self.state = {"task": 0, "R": [], "buffers": [], "heads": [], "importance": [], "seconds": 0.0,
+                          "seconds_train": [], "seconds_eval": 0.0, "general_before": self.general_loss(),
+                          "source_config": source_cfg}
+        else:
+            self.state = {k: v for k, v in saved.items() if k not in ("model", "model_config", "config")}
+            restore_rng(saved["rng"], self.device, batch=self.batch_gen, replay=self.replay_gen)
+        L, H = map_heads(self.model)
+        self.importance = self.state["importance"][-1].clone() if self.state["importance"] else torch.zeros(L, H)
+        open_run_folder(cfg.out_dir, cfg, keep=lambda row: row["task"] < self.state["task"])  # redo a cut task
+        print(self.header())
+        self.first_task, self.t_run = self.state["task"], time.time()  # this session's start, for the ETA
+
+    def encode(self, records):
+        return [dict(zip(("prompt", "answer"), encode_record(self.tok, r)), text=r["answer"]) for r in records]
+
+    def header(self):
+        cfg = self.cfg
+        return (f"continual: {cfg.method}" + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "") +
+                f" | {self.model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {self.device} "
+                f"{self.dtype} | "
+                f"tasks {', '.join(self.names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr "
+                f"{cfg.lr:g}" + (f" | selection budgets {self.layer_budget} layers, {self.head_budget} heads, "
+                                 f"{self.query_budget or 'all'} query rows" if cfg.method == "seekr" else "")
+                + (f" | resuming at task {self.state['task'] + 1}" if self.state["task"] else ""))
+
+    def general_loss(self):
+        self.model.eval()
+        loss = eval_loss(self.model, self.general, self.cfg.block_size, 16, GENERAL_TOKENS, self.device,
+                         self.autocast)[0]
+        self.model.train()
         return loss
 
-    # everything a resumed run needs, saved after every task
-    batch_gen, replay_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
-    if state is None:
-        state = {"task": 0, "R": [], "buffers": [], "heads": [], "importance": [], "seconds": 0.0,
-                 "seconds_train": [], "seconds_eval": 0.0, "general_before": general_loss(),
-                 "source_config": source_cfg}
-    else:
-        batch_gen.set_state(state["rng"]["batch"])
-        replay_gen.set_state(state["rng"]["replay"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and device.startswith("cuda"):
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-    importance = state["importance"][-1].clone() if state["importance"] else torch.zeros(L, H)
+    def pick_buffer(self, t):
+        """Task t's buffer R_t: a seeded random r-fraction of its train set (at least one record)."""
+        if self.cfg.method not in BUFFERED:
+            return []
+        train = self.train_sets[t]
+        k = max(1, round(self.cfg.replay * len(train)))
+        picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * t))[:k]
+        return [dict(train[i], task=t) for i in sorted(picked.tolist())]
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    kept = [r for r in read_log(out) if r["task"] < state["task"]]  # rows of an unfinished task are redone
-    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    print(f"continual: {cfg.method}" + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "") +
-          f" | {model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {device} {dtype} | tasks "
-          f"{', '.join(names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr {cfg.lr:g}" +
-          (f" | budgets {layer_b} layers, {head_b} heads, {query_b or 'all'} query rows"
-           if cfg.method == "seekr" else "")
-          + (f" | resuming at task {state['task'] + 1}" if state["task"] else ""))
+    def before_task(self, t, buffer):
+        """seekr: draw each buffer record's query rows (once) and record every head's map A^{M_{t-1}} on it."""
+        if self.cfg.method != "seekr":
+            return []
+        self.model.eval()
+        rows_gen, q, before = torch.Generator().manual_seed(self.cfg.seed + 7919 * t + 1), self.query_budget, []
+        for r in buffer:
+            n = input_length(r)
+            r["rows"] = torch.randperm(n, generator=rows_gen)[:q].sort().values if 0 < q < n else torch.arange(n)
+            before.append(all_maps(self.model, r, self.tok.eot, self.device))
+        self.model.train()
+        return before
 
-    def optimizer_step(optimizer, loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-
-    log_f = open(out / "log.jsonl", "a")
-    first, total_steps, t_run = state["task"], len(tasks) * cfg.iters_per_task, time.time()
-    for t in range(first, len(tasks)):
-        t_task, train = time.time(), train_sets[t]
-        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
-        # this task's buffer: a seeded random r-fraction of its train set (at least one record)
-        new_buffer = []
-        if cfg.method in BUFFERED:
-            k = max(1, round(cfg.replay * len(train)))
-            picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + 7919 * t))[:k]
-            new_buffer = [dict(train[i], task=t) for i in sorted(picked.tolist())]
-        before = []
-        if cfg.method == "seekr":  # M_{i-1}'s maps on R_i and the query rows, drawn once before the task
-            model.eval()
-            rows_gen = torch.Generator().manual_seed(cfg.seed + 7919 * t + 1)
-            for r in new_buffer:
-                n = input_length(r)
-                r["rows"] = (torch.randperm(n, generator=rows_gen)[:query_b].sort().values if 0 < query_b < n
-                             else torch.arange(n))
-                before.append(all_maps(model, r, tok.eot, device))
-            model.train()
+    def train_task(self, t):
+        """iters_per_task new-task steps (lwf: with distillation towards M_{t-1}); der and seekr: a replay step on
+        the earlier buffers every `cycle` steps, the buffer seen about once per pass over the task."""
+        cfg, model, eot, train = self.cfg, self.model, self.tok.eot, self.train_sets[t]
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
+                                               self.device.split(":")[0])  # fresh per task
         teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None  # LwF: M_{t-1}
-        pool = [r for buffer in state["buffers"] for r in buffer]
+        pool = [r for buffer in self.state["buffers"] for r in buffer]
         data = train + pool if cfg.method == "replay" else train  # replay: buffer mixed in (official ConcatDataset)
-        cycle = 0  # der, seekr: a replay step every `cycle` steps, the buffer seen about once per pass over the task
+        cycle = 0
         if pool and cfg.method in REPLAY_STEPS:
             batches, replay_batches = math.ceil(len(train) / cfg.batch_size), math.ceil(len(pool) / cfg.batch_size)
             cycle = cfg.replay_cycle or max(1, batches // replay_batches)
-        last_replay = {}
-
-        t_last, n_timed = time.time(), 0
+        last_replay, t_last, n_timed = {}, time.time(), 0
         for step in range(cfg.iters_per_task):
-            idx = torch.randint(len(data), (cfg.batch_size,), generator=batch_gen).tolist()
-            x, y = record_batch(model, [data[i] for i in idx], tok.eot, device)
-            with autocast:
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=self.batch_gen).tolist()
+            x, y = record_batch(model, [data[i] for i in idx], eot, self.device)
+            with self.autocast:
                 logits, loss = model(x, y)
                 row = {"task": t, "iter": step, "loss": loss.item()}
                 if teacher is not None:  # LwF: (1 − α)·LM + α·LD towards M_{t-1} on the new inputs
@@ -396,81 +423,95 @@ def continual(cfg, overrides):
                         t_logp = F.log_softmax(teacher(x)[0][y != -1].float(), dim=-1)
                     ld = logit_distill(logits, y, t_logp)
                     loss, row["ld"] = (1 - cfg.alpha) * loss + cfg.alpha * ld, ld.item()
-            optimizer_step(optimizer, loss)
+            self.optimizer_step(optimizer, loss)
             if cycle and (step + 1) % cycle == 0:
-                batch = [pool[i] for i in torch.randperm(len(pool), generator=replay_gen)[:cfg.batch_size].tolist()]
-                r_loss, parts = replay_loss(model, batch, cfg.method, state["heads"], cfg.alpha, cfg.beta, tok.eot,
-                                            device, autocast)
-                optimizer_step(optimizer, r_loss)
+                order = torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()
+                batch = [pool[i] for i in order]
+                r_loss, parts = replay_loss(model, batch, cfg.method, self.state["heads"], cfg.alpha, cfg.beta, eot,
+                                            self.device, self.autocast)
+                self.optimizer_step(optimizer, r_loss)
                 last_replay = {"replay_" + k: v for k, v in parts.items()}  # logged with the next progress line
             row.update(last_replay)
             n_timed += 1
             if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1:
-                dt, done = (time.time() - t_last) / n_timed, t * cfg.iters_per_task + step + 1
-                eta = (time.time() - t_run) / (done - first * cfg.iters_per_task) * (total_steps - done)
-                log_f.write(json.dumps({**row, "ms": 1000 * dt}) + "\n")
-                log_f.flush()
-                print(f"task {t + 1}/{len(tasks)} {names[t]} | iter {step}/{cfg.iters_per_task} | "
-                      f"loss {row['loss']:.4f}"
-                      + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
-                      + f" | {1000 * dt:.0f} ms | eta {int(eta // 60)}m{int(eta % 60):02d}s")
+                self.progress(t, step, row, (time.time() - t_last) / n_timed)
                 t_last, n_timed = time.time(), 0
 
-        # after the task, on M_t: stored logits (der, seekr), head scores and the frozen head set (seekr)
+    def optimizer_step(self, optimizer, loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+
+    def progress(self, t, step, row, dt):
+        """One log.jsonl row and one progress line; the ETA from this session's average speed."""
+        cfg, first = self.cfg, self.first_task
+        done, total = t * cfg.iters_per_task + step + 1, len(self.names) * cfg.iters_per_task
+        eta = (time.time() - self.t_run) / (done - first * cfg.iters_per_task) * (total - done)
+        append_log(cfg.out_dir, {**row, "ms": 1000 * dt})
+        print(f"task {t + 1}/{len(self.names)} {self.names[t]} | iter {step}/{cfg.iters_per_task} | "
+              f"loss {row['loss']:.4f}"
+              + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
+              + f" | {1000 * dt:.0f} ms | {eta_text(eta)}")
+
+    def after_task(self, t, buffer, before):
+        """On M_t: the buffer's stored logits z_t (der, seekr); seekr: S and F on the buffer, I += S ⊙ F, the
+        hierarchical selection, and the chosen heads' maps (query rows only), frozen with the buffer."""
+        cfg, model = self.cfg, self.model
         model.eval()
-        for r in new_buffer:
+        for r in buffer:
             if cfg.method in ("der", "seekr"):
-                x, y = record_batch(model, [r], tok.eot, device)
-                with torch.no_grad(), autocast:
+                x, y = record_batch(model, [r], self.tok.eot, self.device)
+                with torch.no_grad(), self.autocast:
                     r["logp"] = F.log_softmax(model(x)[0][y != -1].float(), dim=-1).cpu()  # z_t, stored DER-style
         if cfg.method == "seekr":
-            sens, forget, after = score_heads(model, new_buffer, before, tok.eot, device)
-            importance = importance + sens * forget  # I += S ⊙ F
-            chosen = select_heads(importance, layer_b, head_b)
-            for r, maps in zip(new_buffer, after):
+            sens, forget, after = score_heads(model, buffer, before, self.tok.eot, self.device)
+            self.importance = self.importance + sens * forget  # I += S ⊙ F
+            chosen = select_heads(self.importance, self.layer_budget, self.head_budget)
+            for r, maps in zip(buffer, after):
                 r["maps"] = torch.stack([maps[l, h][r["rows"]] for l, h in chosen])  # (heads, q, n) teacher maps
-            state["heads"].append(chosen)
-            state["importance"].append(importance.clone())
+            self.state["heads"].append(chosen)
+            self.state["importance"].append(self.importance.clone())
             print(f"task {t + 1} heads (layer, head): {chosen}")
         model.train()
-        state["buffers"].append(new_buffer)
-        seconds_train = time.time() - t_task
+        self.state["buffers"].append(buffer)
 
-        t_eval = time.time()
-        state["R"].append([accuracy(model, tok, test, device, autocast) for test in test_sets])
+    def evaluate_tasks(self, t, seconds_train):
+        """R[t][i] for every task i, then the checkpoint (the next task starts from it on --resume)."""
+        state, t_eval = self.state, time.time()
+        state["R"].append([accuracy(self.model, self.tok, test, self.device, self.autocast) for test in self.test_sets])
         state["seconds_eval"] += time.time() - t_eval
         state["seconds"] += seconds_train + time.time() - t_eval
         state["seconds_train"].append(seconds_train)
-        print(f"after task {t + 1} ({names[t]}): accuracy " +
-              " ".join(f"{n} {a:.3f}" for n, a in zip(names, state["R"][-1])) + f" | {seconds_train:.0f} s training")
+        print(f"after task {t + 1} ({self.names[t]}): accuracy " +
+              " ".join(f"{n} {a:.3f}" for n, a in zip(self.names, state["R"][-1])) + f" | {seconds_train:.0f} s training")
         state["task"] = t + 1
-        state["rng"] = {"batch": batch_gen.get_state(), "replay": replay_gen.get_state(),
-                        "torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}
-        save_atomic({**state, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                     "config": dataclasses.asdict(cfg)}, out / "ckpt.pt")
-    log_f.close()
+        state["rng"] = rng_state(self.device, batch=self.batch_gen, replay=self.replay_gen)
+        save_atomic({**state, "model": self.model.state_dict(), "model_config": dataclasses.asdict(self.model.config),
+                     "config": dataclasses.asdict(self.cfg)}, Path(self.cfg.out_dir) / "ckpt.pt")
 
-    results = {"method": cfg.method, "replay": cfg.replay if cfg.method in BUFFERED else 0.0, "tasks": names,
+    def results(self):
+        """results.json (OP, BWT, R, general loss before and after, heads, timings) and its figures."""
+        cfg, state, out = self.cfg, self.state, Path(self.cfg.out_dir)
+        res = {"method": cfg.method, "replay": cfg.replay if cfg.method in BUFFERED else 0.0, "tasks": self.names,
                "R": state["R"], **metrics(state["R"]), "general_before": state["general_before"],
-               "general_after": general_loss(), "heads": state["heads"],
+               "general_after": self.general_loss(), "heads": state["heads"],
                "importance": [i.tolist() for i in state["importance"]], "seconds": state["seconds"],
                "seconds_train": state["seconds_train"], "seconds_eval": state["seconds_eval"],
                "init_from": cfg.init_from, "seed": cfg.seed, "iters_per_task": cfg.iters_per_task}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    plot_results(out)
-    print(f"OP {results['OP']:.4f} | BWT {results['BWT']:+.4f} (over T: {results['BWT_over_T']:+.4f}) | general val "
-          f"loss {results['general_before']:.4f} -> {results['general_after']:.4f} | {results['seconds']:.0f} s | "
-          f"wrote {out}/results.json, R.png, acc_over_time.png" + (", heads.png" if results["heads"] else ""))
+        (out / "results.json").write_text(json.dumps(res, indent=1))
+        plot_results(out)
+        print(f"OP {res['OP']:.4f} | BWT {res['BWT']:+.4f} (over T: {res['BWT_over_T']:+.4f}) | general val "
+              f"loss {res['general_before']:.4f} -> {res['general_after']:.4f} | {res['seconds']:.0f} s | "
+              f"wrote {out}/results.json, R.png, acc_over_time.png" + (", heads.png" if res["heads"] else ""))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # figures, redrawn from results.json
 
 def plot_results(run_dir):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     run_dir = Path(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
     R, names = res["R"], res["tasks"]

@@ -2,26 +2,21 @@
 scores, chunked == unchunked, and the extrapolation sweep end to end."""
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attention import ConfigError, KerpleLog, causal_distance
+import helpers
+from attention import KerpleLog, causal_distance
 from model import GPT, GPTConfig
+from plumbing import ConfigError
 
 BIASES = ["kerple", "alibi", "nope"]
 
-
-def tiny(**kw):
-    cfg = dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32, attention="dape")
-    return GPTConfig(**{**cfg, **kw})
-
-
-def set_chunk(model, q_chunk):
-    for block in model.transformer.h:
-        block.attn.q_chunk = q_chunk
+tiny = partial(helpers.tiny, attention="dape")  # helpers.tiny with dape attention, unless a test says otherwise
 
 
 def test_kerple_bias_values():
@@ -131,7 +126,7 @@ def test_dape_matches_naive_loop(pos):
     assert torch.allclose(maps[1][0], want, atol=1e-5)
     _, _, v = (x @ attn.c_attn.weight.T).split(32, dim=1)
     y = torch.cat([want[h] @ v[:, h * 8:(h + 1) * 8] for h in range(4)], dim=1) @ attn.c_proj.weight.T
-    set_chunk(model, 3)
+    model.set_q_chunk(3)
     assert torch.allclose(attn(x[None])[0], y, atol=1e-5)  # the chunked forward, no maps
     assert torch.allclose(model(idx)[0], logits, atol=1e-5)
 
@@ -145,10 +140,10 @@ def test_dape_chunked_equals_unchunked(pos, kernel):
         with torch.no_grad():
             block.attn.conv1.bias.normal_()  # conv1's output at keys past i is its bias: it must survive chunking
     idx = torch.randint(0, 64, (2, 37))  # past block_size, and not a multiple of the chunks
-    set_chunk(model, 0)
+    model.set_q_chunk(0)
     full = model(idx)[0]
     for q_chunk in (1, 4, 10, 36, 64):
-        set_chunk(model, q_chunk)
+        model.set_q_chunk(q_chunk)
         with torch.no_grad():
             assert torch.allclose(model(idx)[0], full, atol=1e-5), q_chunk
 

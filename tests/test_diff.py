@@ -1,30 +1,19 @@
 """Differential attention (arXiv 2410.05258 §2.1) against a naive per-head loop written here from the equations;
 λ and λinit per layer; causality; gradients to the λ vectors; parameter count; fast path == explicit path."""
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from attention import ConfigError
+import helpers
+from helpers import rotate
 from model import GPT, GPTConfig
+from plumbing import ConfigError
 
 POSITIONS = ["rope", "nope", "alibi", "learned"]
 
-
-def tiny(**kw):
-    cfg = dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32, attention="diff")
-    return GPTConfig(**{**cfg, **kw})
-
-
-def rotate(x, base=10000.0):
-    """RoPE by hand: row t of x (T, d) has each pair (i, i + d/2) rotated by the angle t·base^(−2i/d)."""
-    T, d = x.shape
-    out = x.clone()
-    for t in range(T):
-        for i in range(d // 2):
-            c, s = math.cos(t * base ** (-2 * i / d)), math.sin(t * base ** (-2 * i / d))
-            out[t, i], out[t, i + d // 2] = x[t, i] * c - x[t, i + d // 2] * s, x[t, i] * s + x[t, i + d // 2] * c
-    return out
+tiny = partial(helpers.tiny, attention="diff")  # helpers.tiny with diff attention, unless a test says otherwise
 
 
 @torch.no_grad()
@@ -135,17 +124,16 @@ def test_parameter_count_within_one_percent_of_standard():
 
 def test_clear_errors():
     with pytest.raises(ConfigError, match="must be even; got --n_head=3"):
-        GPT(tiny(n_head=3, n_embd=48))
+        tiny(n_head=3, n_embd=48)  # the config refuses it, before any module is built
     with pytest.raises(ConfigError, match="not divisible"):
         tiny(n_embd=30)
 
 
-
 @pytest.mark.parametrize("attention", ["standard", "diff"])
 def test_outlier_logits_are_the_pre_softmax_scores(attention):
-    """eval.py's attention logits give back every layer's maps through softmax (diff: A1 − λ·A2 of sub-head pairs),
-    and outlier_stats reports their maximum and the maximum |x| of the block outputs."""
-    from eval import attention_logits, outlier_stats
+    """Each layer's attention_logits give back its maps through softmax (diff: A1 − λ·A2 of sub-head pairs), and
+    eval's outlier_stats reports their maximum and the maximum |x| of the block outputs."""
+    from eval import outlier_stats
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention)).eval()
     tokens = torch.randint(0, 64, (3 * 16 + 1,)).numpy().astype("uint16")
@@ -154,7 +142,7 @@ def test_outlier_logits_are_the_pre_softmax_scores(attention):
     _, _, maps = model.attention_maps(idx, {0: range(n), 1: range(n)})
     x, top_logit, top_hidden = model.transformer.wte(idx), -math.inf, -math.inf
     for layer, block in enumerate(model.transformer.h):
-        logits = attention_logits(block.attn, block.ln_1(x), model.config)  # (B, n_head, T, T)
+        logits = block.attn.attention_logits(block.ln_1(x))  # (B, n_qk_heads, T, T)
         probs = logits.softmax(-1)
         if attention == "diff":
             probs = probs[:, 0::2] - block.attn.lam() * probs[:, 1::2]

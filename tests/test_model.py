@@ -1,19 +1,18 @@
-"""GPT and standard attention: shapes, causality, fast == explicit, naive references for RoPE and ALiBi."""
+"""GPT and standard attention: shapes, causality, fast == explicit, naive references (helpers.py) for RoPE and ALiBi;
+GPTConfig's rules, a run's model config (model_keys, model_config), set_q_chunk."""
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attention import ConfigError, alibi_slopes, apply_rope, rope_cos_sin
-from model import GPT, GPTConfig
+from attention import alibi_slopes, apply_rope, rope_cos_sin
+from helpers import naive_attention_probs, tiny
+from model import GPT, model_config, model_keys
+from plumbing import ConfigError
 
 POSITIONS = ["rope", "nope", "alibi", "learned"]
-
-
-def tiny(**kw):
-    cfg = dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32)
-    return GPTConfig(**{**cfg, **kw})
 
 
 @pytest.mark.parametrize("pos", POSITIONS)
@@ -57,31 +56,6 @@ def test_fast_path_equals_explicit_path(pos):
     assert torch.allclose(fast, explicit, atol=1e-5)
     assert all(attn.capture_heads is None for attn in (b.attn for b in model.transformer.h))  # reset afterwards
     assert maps[0].shape == (2, 4, 16, 16)
-
-
-def naive_attention_probs(x, attn, pos):
-    """Per-head loop from the equations: softmax(q·k/√d + bias) with j ≤ i, for one batch element x (T, C)."""
-    T, C = x.shape
-    H, d = attn.n_head, C // attn.n_head
-    q, k, _ = (x @ attn.c_attn.weight.T).split(C, dim=1)
-    probs = torch.zeros(H, T, T)
-    for h in range(H):
-        qh, kh = q[:, h * d:(h + 1) * d], k[:, h * d:(h + 1) * d]
-        if pos == "rope":  # rotate pair (i, i + d/2) by angle t·base^(−2i/d)
-            qh, kh = qh.clone(), kh.clone()
-            for t in range(T):
-                for i in range(d // 2):
-                    th = t * 10000 ** (-2 * i / d)
-                    c, s = math.cos(th), math.sin(th)
-                    for v, src in ((qh, q[:, h * d:(h + 1) * d]), (kh, k[:, h * d:(h + 1) * d])):
-                        a, b = src[t, i].item(), src[t, i + d // 2].item()
-                        v[t, i], v[t, i + d // 2] = a * c - b * s, a * s + b * c
-        m = 2 ** (-8 * (h + 1) / H)  # ALiBi slope for H a power of two
-        for i in range(T):
-            scores = torch.stack([qh[i] @ kh[j] / math.sqrt(d) - (m * (i - j) if pos == "alibi" else 0)
-                                  for j in range(i + 1)])
-            probs[h, i, :i + 1] = torch.softmax(scores, dim=0)
-    return probs
 
 
 @pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
@@ -191,3 +165,42 @@ def test_learned_positions_refuse_longer_inputs_and_bad_config():
 def test_longer_than_block_size_works_for_relative_positions(pos):
     model = GPT(tiny(pos=pos)).eval()
     assert model(torch.zeros(1, 40, dtype=torch.long))[0].shape == (1, 40, 64)
+
+
+def test_config_refuses_unknown_attention_and_odd_diff_heads_in_one_line():
+    with pytest.raises(ConfigError) as e:
+        tiny(attention="difff")
+    assert str(e.value) == "--attention=difff is not one of standard, diff, dape (did you mean diff?)"
+    with pytest.raises(ConfigError) as e:
+        tiny(attention="diff", n_head=3, n_embd=48)
+    assert str(e.value) == ("--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
+                            "even; got --n_head=3")
+    assert tiny(attention="standard", n_head=3, n_embd=48).n_head == 3  # odd head counts are diff's problem only
+
+
+def test_model_keys_and_model_config_from_a_run_dataclass_or_dict():
+    @dataclasses.dataclass
+    class Run:  # a run's config: some GPTConfig fields among its own
+        lr: float = 1e-3
+        n_head: int = 2
+        block_size: int = 8
+        attention: str = "diff"
+        tokenizer: str = "gpt2"
+
+    run = Run()
+    assert model_keys(run) == model_keys(dataclasses.asdict(run)) == ["block_size", "n_head", "attention"]
+    for r in (run, dataclasses.asdict(run)):
+        cfg = model_config(r, n_vocab=50257)
+        assert cfg.vocab_size == 50304 and (cfg.block_size, cfg.n_head, cfg.attention) == (8, 2, "diff")
+        assert cfg.n_layer == 6 and cfg.rope_base == 10000.0  # GPTConfig's defaults for the rest
+    assert model_config(run, n_vocab=64).vocab_size == 64 and model_config(run, n_vocab=65).vocab_size == 128
+    with pytest.raises(ConfigError, match="must be even"):  # the run's model is checked by GPTConfig's rules
+        model_config(Run(n_head=3), n_vocab=64)
+
+
+def test_set_q_chunk_reaches_dape_layers_only():
+    dape, standard = GPT(tiny(attention="dape")), GPT(tiny())
+    dape.set_q_chunk(5)
+    standard.set_q_chunk(5)
+    assert [b.attn.q_chunk for b in dape.transformer.h] == [5, 5]
+    assert not any(hasattr(b.attn, "q_chunk") for b in standard.transformer.h)

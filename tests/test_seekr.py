@@ -11,14 +11,10 @@ import torch.nn.functional as F
 
 import seekr
 import train
+from helpers import naive_attention_probs, one_line_error, tiny
 from model import GPT, GPTConfig
-from test_model import naive_attention_probs
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tiny(**kw):
-    return GPTConfig(**{**dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32), **kw})
 
 
 def test_pad_batch_masks_everything_but_the_answer():
@@ -216,12 +212,12 @@ def continual_args(base, out, *extra):
 @pytest.fixture(scope="module")
 def runs(base):
     """One tiny continual run per method, same base and seed."""
-    for method in train.METHODS:
+    for method in seekr.METHODS:
         train.main(continual_args(base, base / "runs" / method, f"--method={method}"))
     return base / "runs"
 
 
-@pytest.mark.parametrize("method", train.METHODS)
+@pytest.mark.parametrize("method", seekr.METHODS)
 def test_every_method_runs_end_to_end(runs, method):
     res = json.loads((runs / method / "results.json").read_text())
     assert res["tasks"] == ["add", "first", "max"] and len(res["R"]) == 3 and all(len(r) == 3 for r in res["R"])
@@ -246,10 +242,10 @@ def test_every_method_runs_end_to_end(runs, method):
 def test_same_first_task_for_every_method_and_the_table(runs):
     """Before any buffer or teacher exists every method is plain fine-tuning: identical first rows of R."""
     import eval as evaluate
-    first = {m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in train.METHODS}
+    first = {m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in seekr.METHODS}
     assert all(r == first["seqft"] for r in first.values()), first
-    table = evaluate.continual_table([runs / m for m in train.METHODS]).splitlines()
-    assert len(table) == 2 + len(train.METHODS) and all(f"| {m} |" in table[2 + k] for k, m in enumerate(train.METHODS))
+    table = evaluate.continual_table([runs / m for m in seekr.METHODS]).splitlines()
+    assert len(table) == 2 + len(seekr.METHODS) and all(f"| {m} |" in table[2 + k] for k, m in enumerate(seekr.METHODS))
 
 
 @pytest.mark.parametrize("attention", ["diff", "dape"])
@@ -302,8 +298,7 @@ def test_bad_continual_flags_give_one_line(base, tmp_path):
     def err(*args):
         proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
                               cwd=tmp_path)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
+        one_line_error(proc)
         return proc.stderr
     assert "--init_from" in err("--mode=continual")
     assert "seqft, replay, der, lwf, seekr" in err("--mode=continual", "--method=ewc")

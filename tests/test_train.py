@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention import ConfigError
-from train import Config, parse_flags, read_log
+from helpers import one_line_error
+from plumbing import ConfigError, parse_flags, read_log
+from train import CHOICES, Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,32 +46,23 @@ def losses(out):
     return {r["iter"]: r["loss"] for r in read_log(out) if "loss" in r and "branch" not in r}
 
 
-def one_line_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_flag_parsing():
-    assert parse_flags(["--max_iters=7", "--lr=3e-4", "--resume", "--bias=false"]) == dict(
+    assert parse_flags(["--max_iters=7", "--lr=3e-4", "--resume", "--bias=false"], Config, CHOICES) == dict(
         max_iters=7, lr=3e-4, resume=True, bias=False)
     with pytest.raises(ConfigError, match="did you mean --max_iters"):
-        parse_flags(["--max_iter=5"])
+        parse_flags(["--max_iter=5"], Config, CHOICES)
     with pytest.raises(ConfigError, match="not an integer"):
-        parse_flags(["--batch_size=lots"])
+        parse_flags(["--batch_size=lots"], Config, CHOICES)
     with pytest.raises(ConfigError, match="not one of cosine|constant"):
-        parse_flags(["--schedule=linear"])
+        parse_flags(["--schedule=linear"], Config, CHOICES)
     with pytest.raises(ConfigError, match="did you mean tiny"):
-        parse_flags(["--preset=tiyn"])
-    assert set(parse_flags(["--n_layer=3"])) <= set(Config.__dataclass_fields__)
+        parse_flags(["--preset=tiyn"], Config, CHOICES)
+    assert set(parse_flags(["--n_layer=3"], Config, CHOICES)) <= set(Config.__dataclass_fields__)
 
 
 def test_help_lists_every_flag_with_default_and_comment(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_flags(["--max_iters=5", "--help"])
+        parse_flags(["--max_iters=5", "--help"], Config, CHOICES)
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert all(f"--{name}=" in printed for name in Config.__dataclass_fields__)

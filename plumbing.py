@@ -1,0 +1,246 @@
+"""The plumbing every script shares; a leaf: it imports no other project file, and every project file may import it.
+
+errors       ConfigError, DataError, check_choice  bad input from the user, printed by cli() as one line, exit 2
+flags        parse_flags, print_help, cli          --key=value parsed by a dataclass's field types; --help lists them
+device       setup_device                          auto / cuda / cpu / mps, the dtype and its autocast context
+checkpoints  checkpoint_path, load_checkpoint, save_atomic
+run folder   start_run, open_run_folder, append_log, read_log   config.json, log.jsonl, resume / init_from
+RNG          rng_state, restore_rng                every generator a run draws from, saved and restored together
+text, plots  eta_text, tokens_per_step, pyplot
+
+Design choices:
+- A config dataclass is the whole interface of a script: its fields are the flags, their types parse the values,
+  the comments beside them are the --help text, and its __post_init__ holds its rules, so a bad value is refused
+  wherever a config is built (flags, a resumed checkpoint's config, dataclasses.replace).
+- One run lifecycle for train.py and seekr.py (start_run): --resume reads the checkpoint's config and lets the
+  flags override it; an out_dir that already holds a checkpoint is never overwritten; --init_from takes the model's
+  shape from the source run and refuses flags that contradict its weights.
+- Checkpoints are written to a temp file and renamed, so a kill mid-write leaves the previous one whole.
+"""
+
+import dataclasses
+import difflib
+import inspect
+import json
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+
+class ConfigError(ValueError):
+    """Bad configuration from the user (flags, checkpoints): printed as one line by cli(), no traceback."""
+
+
+class DataError(ValueError):
+    """Bad data from the user (corpora, token files, task folders): printed as one line by cli(), no traceback."""
+
+
+def check_choice(flag, value, allowed):
+    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"--{flag}={value} is not one of {', '.join(map(str, allowed))}{hint}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# flags
+
+def parse_value(key, text, typ):
+    if typ is bool:
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise ConfigError(f"--{key}={text} is not a boolean; use --{key}=true or --{key}=false")
+    try:
+        return typ(text)
+    except ValueError:
+        raise ConfigError(f"--{key}={text} is not {'an integer' if typ is int else 'a number'}") from None
+
+
+def parse_flags(argv, config_cls, choices=None):
+    """argv -> dict of the fields set by flags, parsed by the field types. Unknown keys name the closest valid
+    ones; values of the fields in choices ({field: allowed values}) must be among the allowed ones."""
+    fields = {f.name: f.type for f in dataclasses.fields(config_cls)}
+    if "--help" in argv or "-h" in argv:
+        print_help(config_cls)
+        sys.exit(0)
+    overrides = {}
+    for arg in argv:
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; flags look like --key=value")
+        key, _, text = arg[2:].partition("=")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3)
+            raise ConfigError(f"unknown flag --{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)"
+                                                         if close else "; see --help"))
+        if fields[key] is list:  # a list flag may repeat and holds comma-separated items: --run=a --run=b,c
+            overrides[key] = overrides.get(key, []) + [item for item in text.split(",") if item]
+        else:
+            overrides[key] = parse_value(key, text if "=" in arg else "true", fields[key])
+    for key, allowed in (choices or {}).items():
+        if key in overrides:
+            check_choice(key, overrides[key], allowed)
+    return overrides
+
+
+def print_help(config_cls):
+    """Every flag with its default and the comment beside it in the dataclass's source (its bases' too)."""
+    comments = {}
+    for klass in config_cls.__mro__:
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                name, _, rest = line.strip().partition(":")
+                if "#" in rest:
+                    comments.setdefault(name, rest.split("#", 1)[1].strip())
+    own = list(config_cls.__annotations__)  # the script's own fields first, then those of its bases
+    fields = sorted(dataclasses.fields(config_cls), key=lambda f: f.name not in own)
+    print(f"flags (--key=value; --flag alone means true), from {config_cls.__name__}:")
+    for f in fields:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        print(f"  --{f.name}={default}" + (f"  # {comments[f.name]}" if f.name in comments else ""))
+
+
+def cli(main):
+    """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# device
+
+def setup_device(device, dtype):
+    """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device=cuda but this torch sees no CUDA GPU; use --device=auto or --device=cpu")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device=mps but MPS is not available here; use --device=auto or --device=cpu")
+    dtype = dtype if dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device, dtype=getattr(torch, dtype))
+    return device, dtype, ctx
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+def checkpoint_path(path):
+    """A checkpoint file, or a run folder holding ckpt.pt."""
+    p = Path(path)
+    return p / "ckpt.pt" if p.is_dir() else p
+
+
+def load_checkpoint(path, device="cpu"):
+    p = checkpoint_path(path)
+    if not p.is_file():
+        raise ConfigError(f"no checkpoint at {p}")
+    return torch.load(p, map_location=device, weights_only=True)
+
+
+def save_atomic(obj, path):
+    """torch.save to a temp file, then rename: a kill mid-write never leaves a half checkpoint."""
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run folder
+
+def start_run(cfg, overrides, shape_keys):
+    """The run lifecycle shared by train.py and seekr.py -> (cfg, saved, source).
+    --resume: saved = out_dir's checkpoint, cfg = its config with the flags on top. Otherwise an out_dir that
+    already holds a checkpoint is refused, and with --init_from, source = that checkpoint and cfg takes the
+    shape_keys (model shape, tokenizer) from it unless a flag sets them; a flag that contradicts the weights is
+    refused. cfg is rebuilt with dataclasses.replace, so its __post_init__ checks the result."""
+    out = Path(cfg.out_dir)
+    if cfg.resume:
+        if not (out / "ckpt.pt").exists():
+            raise ConfigError(f"--resume but {out}/ckpt.pt does not exist; start without --resume")
+        saved = load_checkpoint(out)
+        return dataclasses.replace(cfg, **{**saved["config"], **overrides}), saved, None
+    if (out / "ckpt.pt").exists():
+        raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir")
+    if not cfg.init_from:
+        return cfg, None, None
+    source = load_checkpoint(cfg.init_from)
+    shape = {}
+    for key in shape_keys:
+        given, theirs = overrides.get(key), source["config"][key]
+        if key not in overrides or (key == "pos" and given == "auto"):
+            shape[key] = theirs
+        elif given != theirs and key != "dropout":  # dropout may change between runs
+            raise ConfigError(f"--init_from={cfg.init_from} holds a model with {key}={theirs}, but this run asks "
+                              f"for --{key}={given}; drop the flag or use another checkpoint")
+    return dataclasses.replace(cfg, **shape), None, source
+
+
+def open_run_folder(out, cfg, keep):
+    """Create out/, write config.json, and keep only the log.jsonl rows for which keep(row) holds (a resumed run
+    redoes what was logged after its checkpoint)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    kept = [r for r in read_log(out) if keep(r)]
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def append_log(out, row):
+    with open(Path(out) / "log.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_log(out_dir):
+    """The rows of log.jsonl; a last line cut short by a killed run is dropped."""
+    path = Path(out_dir) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RNG state
+
+def rng_state(device, **generators):
+    """Every RNG a run draws from: torch's global CPU and CUDA generators and the named torch.Generators."""
+    return {**{name: g.get_state() for name, g in generators.items()}, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}
+
+
+def restore_rng(state, device, **generators):
+    for name, g in generators.items():
+        g.set_state(state[name])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# text and plots
+
+def eta_text(seconds):
+    return f"eta {int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def tokens_per_step(cfg):
+    """Tokens in one optimizer step of a run (its Config, or the dict in config.json / a checkpoint)."""
+    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return c["batch_size"] * c["block_size"] * c["grad_accum"]
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend: figures are files, never windows."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
