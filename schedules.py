@@ -21,6 +21,8 @@ the peak exactly at step = warmup_iters. Nothing here touches the optimizer; tra
 import bisect
 import math
 
+from plumbing import pyplot
+
 SCHEDULES = ("constant", "cosine", "wsd", "wsd-s", "cyclic")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 MULTI_BUDGET = ("wsd", "wsd-s", "cyclic")  # schedules that give several finished models from one run
@@ -137,9 +139,7 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
 def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, max_iters=1000,
                    budgets=(250, 500, 1000), decay_frac=0.2):
     """Every schedule on one figure, for teaching."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     steps = range(max_iters + 1)
     fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for name, kw in [("constant", {}), ("cosine", {}), ("cyclic", dict(budgets=budgets))]:
