@@ -19,7 +19,7 @@ import torch
 from attention import ATTENTIONS
 from data import get_tokenizer
 from model import GPT, model_config, peak_flops
-from plumbing import check_choice, cli, parse_flags, setup_device
+from plumbing import check_choice, check_ranges, cli, parse_flags, setup_device
 from train import PRESETS, Config
 
 
@@ -41,6 +41,13 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
+
+    def __post_init__(self):
+        for a in self.attentions.split(","):
+            check_choice("attentions", a, ATTENTIONS)
+        check_ranges(self, dict(n_layer="[0, inf)", n_head="[0, inf)", n_embd="[0, inf)", batch_size="[0, inf)",
+                                block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", steps="[1, inf)",
+                                warmup="[0, inf)"))  # [ includes the end; 0 = the preset's
 
 
 def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmup):
@@ -94,10 +101,10 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
     return seconds, peak, before, model.num_params(), model.config.pos
 
 
-def infer_table(cfg, run, attentions, n_vocab, device, dtype):
+def infer_table(cfg, runs, n_vocab, device, dtype):
+    """runs: {attention: its train.Config}."""
     print(f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} {'before forward':>15}")
-    for attention in attentions:
-        run.attention = attention
+    for attention, run in runs.items():
         args = (run, n_vocab, cfg.infer_len, cfg.q_chunk, device, dtype)
         if device == "cuda":
             seconds, peak, before, params, pos = infer_once(*args)
@@ -112,30 +119,27 @@ def main(argv):
     cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS), mode=("train", "infer"))))
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
-    run = Config(**PRESETS[preset])
-    run.pos = cfg.pos or run.pos
-    for key in ("n_layer", "n_head", "n_embd", "batch_size", "block_size"):  # 0 keeps the preset's
-        setattr(run, key, getattr(cfg, key) or getattr(run, key))
-    batch_size, block_size = run.batch_size, run.block_size
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size") if getattr(cfg, k)}
     attentions = cfg.attentions.split(",")
-    for a in attentions:
-        check_choice("attentions", a, ATTENTIONS)
     attentions = ["standard"] + [a for a in attentions if a != "standard"]  # the baseline of the ratios, timed first
+    runs = {a: Config(**{**PRESETS[preset], **shape, "attention": a, "pos": cfg.pos or "auto"})  # checked here,
+            for a in attentions}  # before anything is printed
+    run = runs["standard"]
+    batch_size, block_size = run.batch_size, run.block_size
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     peak = peak_flops(torch.device(device))
     if cfg.mode == "infer":
         print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
               f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS")
-        return infer_table(cfg, run, attentions, n_vocab, device, dtype)
+        return infer_table(cfg, runs, n_vocab, device, dtype)
     print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch "
           f"{batch_size} x {block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}")
     print(f"{'attention':<10} {'pos':<7} {'params':>8} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'peak mem':>9} "
           f"{'time vs standard':>17}")
     base = None
     for attention in attentions:
-        run.attention = attention
         torch.manual_seed(0)
-        model = GPT(model_config(run, n_vocab)).to(device)
+        model = GPT(model_config(runs[attention], n_vocab)).to(device)
         seconds, mem = bench_one(model, cfg, batch_size, block_size, device, autocast, cfg.steps, cfg.warmup)
         tok_s = batch_size * block_size / seconds
         base = base or seconds

@@ -16,6 +16,9 @@ Design choices:
 - Documents are joined with the eot id; stdlib splits train/val by a hash of each file's path (stable across
   machines and Python patch releases that add files), the other text corpora by position (first 90% train).
 - Files are written under temporary names and renamed, meta.json last: a folder with meta.json is finished.
+- text:PATH is keyed by its content: meta.json keeps an md5 of every file's relative path, size and mtime_ns
+  (source_key), and prepare() prepares the folder again when the files changed; bytes that are not UTF-8 are
+  read as U+FFFD with one warning line that counts them.
 - meta.json keeps the byte counts behind each split, so losses can be reported in bits per byte (comparable across
   tokenizers), and `unigram_bpb`, the add-one-smoothed unigram model's val bits per byte: the floor to beat.
 - Everything is computed from token histograms, so a multi-GB FineWeb split streams shard by shard.
@@ -115,14 +118,50 @@ def is_val_file(rel: str) -> bool:
     return hashlib.md5(rel.encode()).digest()[0] % 10 == 0  # ~10% of files, the same on every machine
 
 
-def _read_text_files(path):
-    """text:PATH -> list of document texts (a folder: every non-hidden file below it, sorted)."""
+def _text_files(path):
+    """text:PATH -> the files it names: PATH itself, or every non-hidden file below the folder, sorted."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"text:{path}: no such file or folder")
     hidden = lambda f: any(part.startswith(".") for part in f.relative_to(p).parts)  # .git, .DS_Store, ...
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f))
-    docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    return [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f))
+
+
+def source_key(dataset):
+    """text:PATH -> md5 of every file's relative path, size and mtime_ns: a prepared copy is stale when it changes.
+    None for the other corpora (fixed downloads and the installed stdlib) and for a PATH that is gone."""
+    kind, _, arg = dataset.partition(":")
+    if kind != "text" or not Path(arg).exists():
+        return None
+    base = Path(arg) if Path(arg).is_dir() else Path(arg).parent
+    stats = []
+    for f in _text_files(arg):
+        st = f.stat()
+        stats.append((f.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
+    return hashlib.md5(json.dumps(stats).encode()).hexdigest()
+
+
+def _decode_utf8(raw):
+    """bytes -> (text with U+FFFD where bytes are not UTF-8, how many bytes those are)."""
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        kept = len(raw.decode("utf-8", errors="ignore").encode("utf-8"))  # the valid bytes, exactly
+        return raw.decode("utf-8", errors="replace"), len(raw) - kept
+
+
+def _read_text_files(path):
+    """text:PATH -> list of document texts; bytes that are not UTF-8 are read as U+FFFD, with one warning line."""
+    docs, bad = [], []
+    for f in _text_files(path):
+        text, n_bad = _decode_utf8(f.read_bytes())
+        docs.append(text)
+        bad.append(n_bad)
+    if sum(bad):
+        n_files = sum(1 for b in bad if b)
+        what = f"{sum(bad)} bytes that are not UTF-8" if sum(bad) > 1 else "1 byte that is not UTF-8"
+        print(f"warning: text:{path} has {what} (in {n_files} file{'s' if n_files > 1 else ''}); "
+              "they were read as U+FFFD", flush=True)
     if not any(docs):
         raise DataError(f"text:{path} is empty (no text to train on)")
     return docs
@@ -189,16 +228,23 @@ def _write_split(path, chunks, n_vocab):
 def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
     """Tokenize `dataset` once into data_dir/<name>-<tokenizer>/ and return that folder."""
     folder = corpus_folder(dataset, tokenizer, data_dir)
+    key = source_key(dataset)  # taken before reading: an edit made while preparing shows up next time
     if (folder / "meta.json").exists():  # finished earlier: meta.json is written last
-        meta_tok = load_meta(folder)["tokenizer"]
-        if meta_tok != tokenizer:
-            raise DataError(f"{folder} was prepared with tokenizer '{meta_tok}' but this run uses '{tokenizer}'; "
-                            f"pass --tokenizer={meta_tok} or delete the folder")
-        return folder
+        meta = load_meta(folder)
+        if meta["tokenizer"] != tokenizer:
+            raise DataError(f"{folder} was prepared with tokenizer '{meta['tokenizer']}' but this run uses "
+                            f"'{tokenizer}'; pass --tokenizer={meta['tokenizer']} or delete the folder")
+        if key is None or meta.get("source_key") == key:
+            return folder
+        if "source_key" in meta:
+            print(f"{dataset} changed since {folder} was prepared; preparing it again", flush=True)
+        else:
+            print(f"{folder} was prepared before content keys were recorded, so {dataset} may have changed since; "
+                  "preparing it again", flush=True)
     tok = get_tokenizer(tokenizer)
     t0 = time.time()
     train, val = _corpus_splits(dataset, folder, tok)
-    meta = _write_prepared(folder, dataset, tok, train, val)
+    meta = _write_prepared(folder, dataset, tok, train, val, key)
     print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
           f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)", flush=True)
     return folder
@@ -257,10 +303,11 @@ def _corpus_splits(dataset, folder, tok):
     return [tokens[:cut]], [tokens[cut:]]
 
 
-def _write_prepared(folder, dataset, tok, train, val):
-    """train.bin, val.bin, then meta.json (counts, bytes, the unigram baseline; returned), written last: it marks
-    a finished folder."""
+def _write_prepared(folder, dataset, tok, train, val, key=None):
+    """train.bin, val.bin, then meta.json (counts, bytes, the unigram baseline, the source key; returned), written
+    last: it marks a finished folder."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").unlink(missing_ok=True)  # preparing again: the old meta.json must not vouch for new .bin
     counts = {split: _write_split(folder / f"{split}.bin", chunks, tok.n_vocab)
               for split, chunks in (("train", train), ("val", val))}
     for split, c in counts.items():
@@ -275,6 +322,8 @@ def _write_prepared(folder, dataset, tok, train, val):
             "train_tokens": n_tok["train"], "val_tokens": n_tok["val"],
             "train_bytes": n_bytes["train"], "val_bytes": n_bytes["val"],
             "unigram_bpb": round(val_bits / max(n_bytes["val"], 1), 4)}
+    if key:
+        meta["source_key"] = key  # text:PATH only
     with open(tmp := _tmp(folder / "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(tmp, folder / "meta.json")  # last: from now on the folder counts as prepared
@@ -461,6 +510,9 @@ def _read_records(path):
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 raise DataError(f"{path}: {place} has no string \"{key}\"; every record is "
                                 "{\"prompt\": str, \"answer\": str}")
+        if not item["answer"].strip():  # an empty answer would be scored as right whatever the model says
+            raise DataError(f"{path}: {place} has an empty \"answer\" ({item['answer']!r}); give it the expected "
+                            "output or remove the record")
     if not items:
         raise DataError(f"{path} has no records; every task needs at least one train and one test record")
     return [{"prompt": item["prompt"], "answer": item["answer"]} for item in items]  # other keys are dropped

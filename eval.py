@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from data import bits_per_byte, check_block, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, GPTConfig
-from plumbing import (ConfigError, checkpoint_path, cli, load_checkpoint, parse_flags, pyplot, read_log, setup_device,
-                      tokens_per_step)
+from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, cli, load_checkpoint, parse_flags,
+                      pyplot, read_log, setup_device, tokens_per_step)
 
 
 @dataclass
@@ -71,7 +71,15 @@ class EvalConfig:
     device: str = "auto"
     dtype: str = "auto"
 
+    def __post_init__(self):
+        for key, allowed in CHOICES.items():
+            check_choice(key, getattr(self, key), allowed)
+        check_ranges(self, RANGES)
 
+
+RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)", batches="[1, inf)",
+              max_new_tokens="[0, inf)", temperature="[0, inf)", top_k="[0, inf)", num_samples="[1, inf)",
+              seed="[0, inf)", windows="[1, inf)", tail="[1, inf)", q_chunk="[0, inf)")  # [ includes the end
 CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare", "continual"),
                split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"))
@@ -80,8 +88,12 @@ CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "
 def load_model(path, device):
     """-> (GPT in eval mode on device, the run's training config as a dict)."""
     ckpt = load_checkpoint(path, device)
-    model = GPT(GPTConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+    except TypeError:  # a model_config with fields this GPTConfig does not know
+        raise ConfigError(f"{path}: its model_config does not describe a GPT of this version; pass a checkpoint "
+                          "written by train.py") from None
+    model.load_weights(ckpt["model"], path)
     return model.to(device).eval(), ckpt["config"]
 
 
@@ -202,12 +214,25 @@ def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast
     return stats, n_windows
 
 
+def shared_title(cfgs):
+    """What every run of a comparison shares (preset, shape, heads, data, seed), and how many runs there are."""
+    first = cfgs[0]
+    same = lambda *keys: all(len({str(c[k]) for c in cfgs}) == 1 for k in keys)
+    parts = [first["preset"] or "custom" if same("preset") else "",
+             f"{first['n_layer']}x{first['n_embd']}" if same("n_layer", "n_embd") else "",
+             f"{first['n_head']} heads" if same("n_head") else "",
+             first["dataset"] if same("dataset") else "",
+             f"seed {first['seed']}" if same("seed") else ""]
+    return ", ".join(p for p in parts if p) + f" ({len(cfgs)} runs)"
+
+
 def plot_val_curves(runs, out):
     """Val loss against tokens of several runs overlaid, redrawn from their log.jsonl and config.json (main branch
-    only, no wsd decay branches). out: a .png path, or a folder for val_compare.png. Returns the figure's path."""
+    only, no wsd decay branches). out: a .png path, or a folder for val_compare.png. Returns the figure's path.
+    Each line is labelled by its run folder and attention type; the title holds what all the runs share."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    second = []  # the first eval (random init) would squash the curves; the y axis starts at the second
+    second, cfgs = [], []  # the first eval (random init) would squash the curves; the y axis starts at the second
     for run in runs:
         cfg, rows = read_run(run)
         tokens_per_iter = tokens_per_step(cfg)
@@ -215,14 +240,14 @@ def plot_val_curves(runs, out):
                if "val_loss" in r and not r.get("branch")]
         if not val:
             raise ConfigError(f"--run={run} has no val_loss rows in its log.jsonl yet")
-        ax.plot(*zip(*val), "o-", label=f"{cfg['attention']} ({cfg['pos']}): final {val[-1][1]:.4f}")
+        ax.plot(*zip(*val), "o-", label=f"{Path(run).name}: {cfg['attention']} ({cfg['pos']}), final {val[-1][1]:.4f}")
         second.append(val[min(1, len(val) - 1)][1])
+        cfgs.append(cfg)
     lows = [line.get_ydata().min() for line in ax.get_lines()]
     ax.set_ylim(min(lows) - 0.05 * (max(second) - min(lows)), max(second) + 0.1 * (max(second) - min(lows)))
     ax.set_xlabel("tokens (millions)")
-    ax.set_ylabel(f"val loss (nats per token, {cfg['tokenizer']} tokenizer)")
-    ax.set_title(f"{cfg['preset'] or 'custom'}: {cfg['n_layer']}x{cfg['n_embd']}, {cfg['n_head']} heads, "
-                 f"{cfg['dataset']}, {cfg['max_iters']} iters x {tokens_per_iter:,} tokens, seed {cfg['seed']}")
+    ax.set_ylabel(f"val loss (nats per token, {'/'.join(sorted({c['tokenizer'] for c in cfgs}))} tokenizer)")
+    ax.set_title(shared_title(cfgs), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

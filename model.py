@@ -31,9 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attention import ATTENTIONS, POSITIONS, make_attention
-from plumbing import ConfigError, check_choice
+from plumbing import ConfigError, check_choice, check_ranges
 
 NORMS = ("layernorm", "rmsnorm")
+RANGES = dict(vocab_size="[1, inf)", block_size="[2, inf)", n_layer="[1, inf)", n_head="[1, inf)",
+              n_embd="[1, inf)", dropout="[0, 1)", rope_base="(0, inf)", dape_kernel="[1, inf)",
+              dape_channels="[1, inf)")  # [ includes the end, ( excludes it
 
 
 @dataclass
@@ -53,6 +56,8 @@ class GPTConfig:
     dape_channels: int = 32  # DAPE V2 hidden channels D
 
     def __post_init__(self):
+        """Every rule of the model's shape; a run's Config checks its model fields through this."""
+        check_ranges(self, RANGES)
         check_choice("attention", self.attention, ATTENTIONS)
         if self.pos == "auto":
             self.pos = "kerple" if self.attention == "dape" else "rope"
@@ -154,6 +159,17 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)
+
+    def load_weights(self, state, source):
+        """load_state_dict, with a checkpoint whose weights do not fit this model (a hand-edited or foreign file)
+        as one ConfigError naming the source."""
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()
+            reason = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
+            raise ConfigError(f"{source}: its weights do not fit the model its config describes ({reason[:160]}); "
+                              "pass a checkpoint written by train.py") from None
 
     def attention_maps(self, idx, heads, targets=None):
         """Forward pass that also returns attention maps: heads = {layer: [head, ...]} ->

@@ -1,10 +1,10 @@
 """The plumbing every script shares; a leaf: it imports no other project file, and every project file may import it.
 
-errors       ConfigError, DataError, check_choice  bad input from the user, printed by cli() as one line, exit 2
+errors       ConfigError, DataError, check_choice, check_ranges   bad input, printed by cli() as one line, exit 2
 flags        parse_flags, print_help, cli          --key=value parsed by a dataclass's field types; --help lists them
 device       setup_device                          auto / cuda / cpu / mps, the dtype and its autocast context
 checkpoints  checkpoint_path, load_checkpoint, save_atomic
-run folder   start_run, open_run_folder, append_log, read_log   config.json, log.jsonl, resume / init_from
+run folder   resume_checkpoint, start_run, lock_run_folder, open_run_folder, append_log, read_log
 RNG          rng_state, restore_rng                every generator a run draws from, saved and restored together
 text, plots  eta_text, tokens_per_step, pyplot
 
@@ -20,8 +20,10 @@ Design choices:
 
 import dataclasses
 import difflib
+import atexit
 import inspect
 import json
+import math
 import os
 import sys
 from contextlib import nullcontext
@@ -39,11 +41,29 @@ class DataError(ValueError):
 
 
 def check_choice(flag, value, allowed):
-    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them."""
+    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them. An allowed ""
+    (a flag left unset) is not listed."""
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        shown = [str(a) for a in allowed if a != ""]
+        close = difflib.get_close_matches(str(value), shown, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"--{flag}={value} is not one of {', '.join(map(str, allowed))}{hint}")
+        raise ConfigError(f"--{flag}={value} is not one of {', '.join(shown)}{hint}")
+
+
+def check_ranges(cfg, ranges):
+    """Raise ConfigError for the first field of cfg outside its interval. ranges: {field: "[0, 1)"}, the
+    mathematician's notation: a square bracket includes the end, a round one excludes it, inf is unbounded."""
+    for key, interval in ranges.items():
+        value = getattr(cfg, key)
+        low, high = (float(end) for end in interval[1:-1].split(","))
+        above = value >= low if interval[0] == "[" else value > low
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            if high == math.inf:
+                rule = f"{'>=' if interval[0] == '[' else '>'} {low:g}"
+            else:
+                rule = f"lie in {interval}"
+            raise ConfigError(f"--{key}={value} must {'be ' if high == math.inf else ''}{rule}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,8 +108,9 @@ def parse_flags(argv, config_cls, choices=None):
     return overrides
 
 
-def print_help(config_cls):
-    """Every flag with its default and the comment beside it in the dataclass's source (its bases' too)."""
+def print_help(config_cls, defaults=None, note=""):
+    """Every flag with its default and the comment beside it in the dataclass's source (its bases' too).
+    defaults: {field: value} shown instead of the dataclass's (train.py: what a run with no flags uses)."""
     comments = {}
     for klass in config_cls.__mro__:
         if dataclasses.is_dataclass(klass):
@@ -99,14 +120,16 @@ def print_help(config_cls):
                     comments.setdefault(name, rest.split("#", 1)[1].strip())
     own = list(config_cls.__annotations__)  # the script's own fields first, then those of its bases
     fields = sorted(dataclasses.fields(config_cls), key=lambda f: f.name not in own)
-    print(f"flags (--key=value; --flag alone means true), from {config_cls.__name__}:")
+    print(f"flags (--key=value; --flag alone means true), from {config_cls.__name__}{note}:")
     for f in fields:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = (defaults or {}).get(f.name, default)
         print(f"  --{f.name}={default}" + (f"  # {comments[f.name]}" if f.name in comments else ""))
 
 
 def cli(main):
     """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines arrive as they are printed, even through a pipe
     try:
         main(sys.argv[1:])
     except (ConfigError, DataError) as e:
@@ -143,48 +166,130 @@ def checkpoint_path(path):
 
 
 def load_checkpoint(path, device="cpu"):
+    """A checkpoint written by this project (train.py, seekr.py): a dict with model, model_config and config.
+    Anything else (missing, truncated, corrupt, another program's file) is one ConfigError naming the file."""
     p = checkpoint_path(path)
     if not p.is_file():
         raise ConfigError(f"no checkpoint at {p}")
-    return torch.load(p, map_location=device, weights_only=True)
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=True)
+    except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice that does not apply
+        raise ConfigError(f"{p} is not a readable checkpoint (truncated, corrupt, or not a torch file); pass a "
+                          "ckpt.pt or budget_<b>.pt written by train.py") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_config", "config"} <= set(ckpt):
+        raise ConfigError(f"{p} is a torch file but not a checkpoint of this project (no model, model_config and "
+                          "config in it); pass a ckpt.pt or budget_<b>.pt written by train.py")
+    return ckpt
 
 
 def save_atomic(obj, path):
-    """torch.save to a temp file, then rename: a kill mid-write never leaves a half checkpoint."""
+    """torch.save to a temp file, then rename: a kill mid-write never leaves a half checkpoint, and a failed write
+    (a full disk) removes its temp file and leaves the previous checkpoint as it was."""
     tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"could not write {path} ({reason}); free some disk space or choose another "
+                              "--out_dir (the previous checkpoint is untouched)") from None
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the run folder
 
-def start_run(cfg, overrides, shape_keys):
+def resume_checkpoint(out_dir):
+    """The checkpoint --resume continues: out_dir/ckpt.pt. Its config, then the flags, make the run's config."""
+    p = Path(out_dir) / "ckpt.pt"
+    if not p.exists():
+        raise ConfigError(f"--resume but {p} does not exist; start without --resume")
+    return load_checkpoint(p)
+
+
+def start_run(cfg, overrides, saved, shape_keys):
     """The run lifecycle shared by train.py and seekr.py -> (cfg, saved, source).
-    --resume: saved = out_dir's checkpoint, cfg = its config with the flags on top. Otherwise an out_dir that
-    already holds a checkpoint is refused, and with --init_from, source = that checkpoint and cfg takes the
-    shape_keys (model shape, tokenizer) from it unless a flag sets them; a flag that contradicts the weights is
-    refused. cfg is rebuilt with dataclasses.replace, so its __post_init__ checks the result."""
+    --resume (saved: resume_checkpoint's, cfg built on its config): a flag that contradicts the weights is refused.
+    Otherwise an out_dir that already holds a checkpoint is refused, and with --init_from, source = that checkpoint
+    and cfg takes the shape_keys (model shape, tokenizer) from it unless a flag sets them; a flag that contradicts
+    the weights is refused. cfg is rebuilt with dataclasses.replace, so its __post_init__ checks the result."""
     out = Path(cfg.out_dir)
-    if cfg.resume:
-        if not (out / "ckpt.pt").exists():
-            raise ConfigError(f"--resume but {out}/ckpt.pt does not exist; start without --resume")
-        saved = load_checkpoint(out)
-        return dataclasses.replace(cfg, **{**saved["config"], **overrides}), saved, None
+    if saved is not None:
+        adopted_shape(saved["config"], overrides, shape_keys, f"--resume: {out}/ckpt.pt")
+        return cfg, saved, None
     if (out / "ckpt.pt").exists():
         raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir")
     if not cfg.init_from:
         return cfg, None, None
     source = load_checkpoint(cfg.init_from)
-    shape = {}
-    for key in shape_keys:
-        given, theirs = overrides.get(key), source["config"][key]
-        if key not in overrides or (key == "pos" and given == "auto"):
-            shape[key] = theirs
-        elif given != theirs and key != "dropout":  # dropout may change between runs
-            raise ConfigError(f"--init_from={cfg.init_from} holds a model with {key}={theirs}, but this run asks "
-                              f"for --{key}={given}; drop the flag or use another checkpoint")
+    shape = adopted_shape(source["config"], overrides, shape_keys, f"--init_from={cfg.init_from}")
     return dataclasses.replace(cfg, **shape), None, source
+
+
+def adopted_shape(theirs, overrides, keys, who):
+    """{key: the source's value} for the keys no flag sets; a flag that sets one to something else is refused
+    (dropout may change between runs; pos=auto means the source's)."""
+    shape = {}
+    for key in keys:
+        given = overrides.get(key)
+        if key not in overrides or (key == "pos" and given == "auto"):
+            shape[key] = theirs[key]
+        elif given != theirs[key] and key != "dropout":
+            raise ConfigError(f"{who} holds a model with {key}={theirs[key]}, but this run asks for --{key}={given}; "
+                              "drop the flag or use another checkpoint")
+    return shape
+
+
+def lock_run_folder(out):
+    """Create out/ and hold out/run.lock (this process's pid) until release() or exit: a second live run on the
+    same folder is refused, a lock left by a killed process is taken over. An out_dir that is a file or cannot be
+    written is refused here, before any data is prepared. -> release()."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out_dir={out} is a file, not a folder; choose another --out_dir")
+    lock = out / "run.lock"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                pid = _lock_owner(lock)
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise ConfigError(f"{out} is in use by a running process (pid {pid}); wait for it, stop it, or "
+                                      "choose another --out_dir") from None
+                lock.unlink(missing_ok=True)  # left by a process that is gone
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+    except OSError as e:
+        raise ConfigError(f"--out_dir={out} cannot be written ({e.strerror or e}); choose another --out_dir") from None
+
+    def release():
+        if _lock_owner(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+    atexit.register(release)
+    return release
+
+
+def _lock_owner(lock):
+    """The pid in a run.lock, or 0 when it is gone or unreadable."""
+    try:
+        return int(lock.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def open_run_folder(out, cfg, keep):
@@ -228,8 +333,10 @@ def restore_rng(state, device, **generators):
 # ----------------------------------------------------------------------------------------------------------------
 # text and plots
 
-def eta_text(seconds):
-    return f"eta {int(seconds // 60)}m{int(seconds % 60):02d}s"
+def eta_text(elapsed, done, left):
+    """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed seconds)."""
+    eta = elapsed / max(done, 1) * left
+    return f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
 
 
 def tokens_per_step(cfg):

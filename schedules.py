@@ -15,13 +15,14 @@ cyclic    cyclic cosine: each cycle [b_{k−1}, b_k] is a full cosine from lr to
 
 x runs from 0 at the start of a decay to 1 at its end. Warmup is linear, lr·(step+1)/(warmup_iters+1), reaching
 the peak exactly at step = warmup_iters. Nothing here touches the optimizer; train.py sets the lr each step.
-`python schedules.py` draws them all into schedules.png.
+`python schedules.py [--out=PATH]` draws them all (default out/schedules.png, out/ is the runs' folder).
 """
 
 import bisect
 import math
+from pathlib import Path
 
-from plumbing import pyplot
+from plumbing import ConfigError, cli, pyplot
 
 SCHEDULES = ("constant", "cosine", "wsd", "wsd-s", "cyclic")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
@@ -170,5 +171,19 @@ def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, 
     return path
 
 
+USAGE = "usage: python schedules.py [--out=PATH]  (draws every schedule into PATH, default out/schedules.png)"
+
+
+def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print(USAGE)
+        return
+    if any(not a.startswith("--out=") or a == "--out=" for a in argv):
+        raise ConfigError(f"unexpected argument {' '.join(argv)!r}; {USAGE}")
+    path = Path(argv[-1].split("=", 1)[1] if argv else "out/schedules.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {plot_schedules(path)}")
+
+
 if __name__ == "__main__":
-    print(f"wrote {plot_schedules()}")
+    cli(main)

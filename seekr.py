@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
 from eval import eval_loss
 from model import GPT, model_config, model_keys
-from plumbing import (ConfigError, append_log, eta_text, open_run_folder, pyplot, restore_rng, rng_state,
-                      save_atomic, setup_device, start_run)
+from plumbing import (ConfigError, append_log, eta_text, lock_run_folder, open_run_folder, pyplot, restore_rng,
+                      rng_state, save_atomic, setup_device, start_run)
 
 METHODS = ("seqft", "replay", "der", "lwf", "seekr")
 BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
@@ -83,6 +83,11 @@ class ContinualConfig:
     eval_records: int = 200  # test records per task scored after every task; 0 = all
 
 
+RANGES = dict(iters_per_task="[1, inf)", replay="[0, 1]", replay_cycle="[0, inf)", alpha="[0, 1]", beta="[0, inf)",
+              seekr_layer_budget="[0, inf)", seekr_head_budget="[0, inf)", seekr_query_budget="[0, inf)",
+              eval_records="[0, inf)")  # checked with train.py's (train.RANGES)
+
+
 def check_continual(cfg):
     """The rules of --mode=continual, called by train.Config.__post_init__ (the model's shape is checked later,
     against the checkpoint: selection_budgets)."""
@@ -94,11 +99,6 @@ def check_continual(cfg):
     if cfg.dtype == "float16":
         raise ConfigError("--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
                           "pass --dtype=bfloat16 or --dtype=float32")
-    if cfg.iters_per_task < 1:
-        raise ConfigError(f"--iters_per_task={cfg.iters_per_task} must be at least 1")
-    if min(cfg.seekr_layer_budget, cfg.seekr_head_budget, cfg.seekr_query_budget) < 0:
-        raise ConfigError("SEEKR's selection budgets are counts: pass --seekr_layer_budget, --seekr_head_budget and "
-                          "--seekr_query_budget >= 0 (0 = the paper's default)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -301,11 +301,13 @@ def accuracy(model, tok, test, device, autocast):
 # ----------------------------------------------------------------------------------------------------------------
 # the continual run: set up, then per task pick the buffer, before the task, train the task, after the task
 
-def continual(cfg, overrides):
-    """Fine-tune --init_from on --tasks in order with --method; write the run folder (see the module docstring)."""
+def continual(cfg, overrides, saved=None):
+    """Fine-tune --init_from on --tasks in order with --method; write the run folder (see the module docstring).
+    saved: the checkpoint --resume continues (train.build_config read it)."""
     if "RANK" in os.environ:
         raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
-    cfg, saved, source = start_run(cfg, overrides, model_keys(cfg) + ["tokenizer"])
+    cfg, saved, source = start_run(cfg, overrides, saved, model_keys(cfg) + ["tokenizer"])
+    release = lock_run_folder(cfg.out_dir)  # one live run per out_dir
     run = ContinualRun(cfg, saved, source)
     del saved, source
     for t in range(run.state["task"], len(run.names)):
@@ -316,6 +318,7 @@ def continual(cfg, overrides):
         run.after_task(t, buffer, before)
         run.evaluate_tasks(t, time.time() - t_task)
     run.results()
+    release()
 
 
 class ContinualRun:
@@ -334,9 +337,10 @@ class ContinualRun:
         self.names = [name for name, _, _ in tasks]
         self.train_sets = [self.encode(train) for _, train, _ in tasks]
         self.test_sets = [self.encode(test[:cfg.eval_records or None]) for _, _, test in tasks]
+        self.check_replay_steps()
 
         self.model = GPT(model_config(cfg, self.tok.n_vocab)).to(self.device)
-        self.model.load_state_dict((saved or source)["model"])
+        self.model.load_weights((saved or source)["model"], cfg.out_dir if saved else cfg.init_from)
         self.layer_budget, self.head_budget, self.query_budget = selection_budgets(self.model, cfg)
         source_cfg = saved["source_config"] if saved else source["config"]
         self.general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]),
@@ -376,12 +380,35 @@ class ContinualRun:
         self.model.train()
         return loss
 
+    def buffer_size(self, t):
+        return max(1, round(self.cfg.replay * len(self.train_sets[t]))) if self.cfg.method in BUFFERED else 0
+
+    def replay_cycle(self, t, n_pool):
+        """der, seekr: new-task steps per replay step on task t with n_pool buffered records (0: none). By default
+        len(task batches) // len(replay batches): the buffer seen about once per pass over the task."""
+        cfg = self.cfg
+        if not n_pool or cfg.method not in REPLAY_STEPS:
+            return 0
+        batches = math.ceil(len(self.train_sets[t]) / cfg.batch_size)
+        replay_batches = math.ceil(n_pool / cfg.batch_size)
+        return cfg.replay_cycle or max(1, batches // replay_batches)
+
+    def check_replay_steps(self):
+        """Refuse settings under which der or seekr would take no replay step on some task (and so equal seqft)."""
+        n = self.cfg.iters_per_task
+        for t in range(1, len(self.names)):
+            cycle = self.replay_cycle(t, sum(self.buffer_size(j) for j in range(t)))
+            if cycle > n:
+                raise ConfigError(f"--method={self.cfg.method} would take no replay step on task {t + 1} "
+                                  f"({self.names[t]}): its replay cycle is {cycle} steps, more than --iters_per_task="
+                                  f"{n}; pass --replay_cycle={n} or smaller, or more --iters_per_task")
+
     def pick_buffer(self, t):
         """Task t's buffer R_t: a seeded random r-fraction of its train set (at least one record)."""
         if self.cfg.method not in BUFFERED:
             return []
         train = self.train_sets[t]
-        k = max(1, round(self.cfg.replay * len(train)))
+        k = self.buffer_size(t)
         picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * t))[:k]
         return [dict(train[i], task=t) for i in sorted(picked.tolist())]
 
@@ -407,10 +434,7 @@ class ContinualRun:
         teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None  # LwF: M_{t-1}
         pool = [r for buffer in self.state["buffers"] for r in buffer]
         data = train + pool if cfg.method == "replay" else train  # replay: buffer mixed in (official ConcatDataset)
-        cycle = 0
-        if pool and cfg.method in REPLAY_STEPS:
-            batches, replay_batches = math.ceil(len(train) / cfg.batch_size), math.ceil(len(pool) / cfg.batch_size)
-            cycle = cfg.replay_cycle or max(1, batches // replay_batches)
+        cycle = self.replay_cycle(t, len(pool))
         last_replay, t_last, n_timed = {}, time.time(), 0
         for step in range(cfg.iters_per_task):
             idx = torch.randint(len(data), (cfg.batch_size,), generator=self.batch_gen).tolist()
@@ -448,12 +472,12 @@ class ContinualRun:
         """One log.jsonl row and one progress line; the ETA from this session's average speed."""
         cfg, first = self.cfg, self.first_task
         done, total = t * cfg.iters_per_task + step + 1, len(self.names) * cfg.iters_per_task
-        eta = (time.time() - self.t_run) / (done - first * cfg.iters_per_task) * (total - done)
+        eta = eta_text(time.time() - self.t_run, done - first * cfg.iters_per_task, total - done)
         append_log(cfg.out_dir, {**row, "ms": 1000 * dt})
         print(f"task {t + 1}/{len(self.names)} {self.names[t]} | iter {step}/{cfg.iters_per_task} | "
               f"loss {row['loss']:.4f}"
               + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
-              + f" | {1000 * dt:.0f} ms | {eta_text(eta)}")
+              + f" | {1000 * dt:.0f} ms | {eta}")
 
     def after_task(self, t, buffer, before):
         """On M_t: the buffer's stored logits z_t (der, seekr); seekr: S and F on the buffer, I += S ⊙ F, the

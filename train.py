@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import seekr
 from data import TOKENIZERS, bits_per_byte, check_block, get_batch, get_tokenizer, load_meta, load_split, prepare
 from model import GPT, model_config, model_keys, peak_flops
-from plumbing import (ConfigError, append_log, check_choice, cli, eta_text, open_run_folder, parse_flags, pyplot,
-                      read_log, rng_state, restore_rng, save_atomic, setup_device, start_run, tokens_per_step)
+from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
+                      open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
+                      rng_state, save_atomic, setup_device, start_run, tokens_per_step)
 from schedules import DECAY_SHAPES, SCHEDULES, decay_len, make_schedule, schedule_problem
 
 
@@ -102,6 +104,9 @@ class Config(seekr.ContinualConfig):
         """Every rule of a run's config, checked before anything touches the disk."""
         for key, allowed in CHOICES.items():
             check_choice(key, getattr(self, key), allowed)
+        check_ranges(self, RANGES)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"--min_lr={self.min_lr} is above --lr={self.lr}; the floor must not exceed the peak")
         self.pos = model_config(self, n_vocab=1).pos  # GPTConfig checks the model's shape and resolves pos=auto
         problem = schedule_problem(self.schedule, self.warmup_iters, self.max_iters, self.decay_frac,
                                    compute_budgets(self) if self.budgets else [], self.rewarmup_iters)
@@ -126,19 +131,45 @@ PRESETS = {
 CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=seekr.METHODS, schedule=SCHEDULES,
                decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS, device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
+RANGES = dict(  # every numeric flag's interval ([ includes the end, ( excludes it); the model's are GPTConfig's
+    seed="[0, inf)", batch_size="[1, inf)", grad_accum="[1, inf)", max_iters="[1, inf)", lr="(0, inf)", min_lr="[0, inf)", warmup_iters="[0, inf)",
+    decay_frac="[0, 1]", rewarmup_iters="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)", beta2="[0, 1)",
+    grad_clip="[0, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)", log_interval="[1, inf)",
+    ckpt_interval="[0, inf)", sample_tokens="[0, inf)", **seekr.RANGES)
 
 
 def build_config(argv):
-    """Config from the defaults, the preset (cpu when no CUDA and no flags, else small), then the flags."""
+    """-> (cfg, the flags, the checkpoint --resume continues or None). Config from the defaults, the preset (cpu
+    when no CUDA and no flags, else small) or --mode=continual's defaults, then the flags; with --resume, from the
+    checkpoint's config, then the flags."""
+    if "--help" in argv or "-h" in argv:
+        preset, _ = no_flag_preset([a for a in argv if a.startswith("--preset=")])
+        print_help(Config, {**PRESETS[preset], "preset": preset},
+                   f" (defaults: what --preset={preset} runs; a flag overrides it)")
+        sys.exit(0)
     overrides = parse_flags(argv, Config, CHOICES)
     if overrides.get("mode") == "continual":  # the model's shape comes from --init_from, the rest from seekr's
-        preset = PRESETS[overrides["preset"]] if overrides.get("preset") else {}
-        return Config(**{**preset, **seekr.CONTINUAL_DEFAULTS, **overrides}), overrides
-    preset = overrides.get("preset") or ("small" if torch.cuda.is_available() or argv else "cpu")
-    if not argv and preset == "cpu":
-        print("no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, ~5 minutes on 2 cores); "
-              "on a GPU this command trains the 'small' preset")
-    return Config(**{**PRESETS[preset], "preset": preset, **overrides}), overrides
+        base = {**(PRESETS[overrides["preset"]] if overrides.get("preset") else {}), **seekr.CONTINUAL_DEFAULTS}
+    else:
+        preset, announce = no_flag_preset(argv)
+        if announce:
+            print("no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, ~5 minutes on 2 "
+                  "cores); on a GPU this command trains the 'small' preset")
+        base = {**PRESETS[preset], "preset": preset}
+    saved = None
+    if overrides.get("resume"):  # the checkpoint's config first, then the flags, then the rules
+        saved = resume_checkpoint(overrides.get("out_dir", base.get("out_dir", Config.out_dir)))
+        base = {k: v for k, v in saved["config"].items() if k in Config.__dataclass_fields__}
+    return Config(**{**base, **overrides}), overrides, saved
+
+
+def no_flag_preset(argv):
+    """(the preset argv asks for, or cpu with no CUDA and no flags, else small; whether to say so)."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
+    if given and given[-1] in PRESETS:
+        return given[-1], False
+    preset = "small" if torch.cuda.is_available() or argv else "cpu"
+    return preset, not argv and preset == "cpu"  # said only when it is a surprise: no flags, no GPU
 
 
 def compute_budgets(cfg):
@@ -220,7 +251,7 @@ class Run:
     def __init__(self, cfg, proc, data, source=None, saved=None):
         self.raw = self.model = GPT(model_config(cfg, data.tokenizer.n_vocab)).to(proc.device)
         if source is not None:
-            self.raw.load_state_dict(source["model"])
+            self.raw.load_weights(source["model"], cfg.init_from)
         self.optimizer = self.raw.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
                                                        proc.device.split(":")[0])
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
@@ -242,7 +273,7 @@ class Run:
                 "rng": rng_state(self.device, batch=self.batch_gen)}
 
     def restore(self, state):
-        self.raw.load_state_dict(state["model"])
+        self.raw.load_weights(state["model"], "the checkpoint being resumed")
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], self.device, batch=self.batch_gen)
         self.it = state["iter"]
@@ -296,11 +327,12 @@ def finish_budget(cfg, proc, data, run, b):
 # training
 
 def main(argv):
-    cfg, overrides = build_config(argv)
+    cfg, overrides, saved = build_config(argv)
     if cfg.mode == "continual":
-        return seekr.continual(cfg, overrides)
-    cfg, saved, source = start_run(cfg, overrides, model_keys(cfg) + ["tokenizer"])
+        return seekr.continual(cfg, overrides, saved)
+    cfg, saved, source = start_run(cfg, overrides, saved, model_keys(cfg) + ["tokenizer"])
     proc = set_up(cfg)
+    release = lock_run_folder(cfg.out_dir) if proc.master else (lambda: None)  # one live run per out_dir
     data = load_data(cfg, proc)
     run = Run(cfg, proc, data, source, saved)
     del source, saved
@@ -309,6 +341,7 @@ def main(argv):
         print(header(cfg, proc, data, run))
     stopped = train(cfg, proc, data, run)
     finish(cfg, proc, data, run, stopped)
+    release()
 
 
 def header(cfg, proc, data, run):
@@ -332,6 +365,7 @@ def train(cfg, proc, data, run):
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # finish the step, save, exit
 
+    t_start, steps_done = time.time(), 0  # this session's start and steps, for the ETA
     t_last, n_timed, row = time.time(), 0, {}
     while run.branch or run.it < cfg.max_iters:
         lr = lr_at(run.it, run.branch)
@@ -363,6 +397,7 @@ def train(cfg, proc, data, run):
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
         run.it, n_timed, run.tokens = run.it + 1, n_timed + 1, run.tokens + tokens_per_iter
+        steps_done += 1
 
         if (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or row:
             if proc.ddp:
@@ -370,7 +405,8 @@ def train(cfg, proc, data, run):
                 step_loss /= proc.world
             dt = (time.time() - t_last) / n_timed
             left = cfg.max_iters - run.it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > run.it)
-            progress(cfg, proc, run, {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}, dt, left, peak)
+            row = {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}
+            progress(cfg, proc, run, row, dt, eta_text(time.time() - t_start, steps_done, left), peak)
             t_last, n_timed, row = time.time(), 0, {}
         if run.branch and run.it >= run.branch:  # the decay branch is done: keep its model, return to the main branch
             finish_budget(cfg, proc, data, run, run.it)
@@ -396,7 +432,7 @@ def train(cfg, proc, data, run):
     return False
 
 
-def progress(cfg, proc, run, row, dt, steps_left, peak):
+def progress(cfg, proc, run, row, dt, eta, peak):
     """Log a training row (with speed and compute) and print its progress line."""
     tokens_per_iter = tokens_per_step(cfg)
     tok_s, mfu = tokens_per_iter / dt, run.raw.estimate_mfu(tokens_per_iter / dt / proc.world, peak)  # per GPU
@@ -404,7 +440,7 @@ def progress(cfg, proc, run, row, dt, steps_left, peak):
            **({"branch": run.branch} if run.branch else {})}
     log(proc, cfg, row, (f"[branch {run.branch}] " if run.branch else "") +
         f"iter {row['iter']}/{cfg.max_iters} | loss {row['loss']:.4f} | lr {row['lr']:.2e} | {1000 * dt:.1f} ms | "
-        f"{tok_s:,.0f} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | {eta_text(dt * steps_left)}")
+        f"{tok_s:,.0f} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | {eta}")
 
 
 def finish(cfg, proc, data, run, stopped):

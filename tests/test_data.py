@@ -1,20 +1,15 @@
-"""data.py: tokenizers, prepare() on small corpora written here, shard reading, batching. No network."""
+"""data.py: tokenizers, prepare() on small corpora written here, shard reading, batching. No network: the GPT-2
+tests read the ranks from TIKTOKEN_CACHE_DIR (conftest.py) and are skipped when they are not there."""
 import json
 import math
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken"))  # GPT-2 ranks, no download
-sys.path.insert(0, str(ROOT))
-
-import data  # noqa: E402
-from data import DataError  # noqa: E402
+import data
+from data import DataError
 
 PARAGRAPH = ("The quick brown fox jumps over the lazy dog. A small model learns the shape of words before their "
              "meaning: first the spaces, then the common endings, then whole words that come back often. ")
@@ -53,6 +48,7 @@ def test_bytes_tokenizer_round_trips_non_ascii():
     assert tok.encode_batch([text, "a"]) == [ids, [97]]
 
 
+@pytest.mark.requires_gpt2
 def test_gpt2_tokenizer_matches_gpt2_ids():
     tok = data.get_tokenizer("gpt2")
     assert (tok.n_vocab, tok.eot) == (50257, 50256)
@@ -70,7 +66,7 @@ def test_unknown_tokenizer_names_the_choices(tmp_path):
 
 # ----------------------------------------------------------------------------- prepare on text
 
-@pytest.mark.parametrize("tokenizer", ["bytes", "gpt2"])
+@pytest.mark.parametrize("tokenizer", ["bytes", pytest.param("gpt2", marks=pytest.mark.requires_gpt2)])
 def test_prepare_text_folder(tmp_path, tokenizer):
     texts = write_corpus(tmp_path / "corpus")
     folder = data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data")
@@ -137,6 +133,139 @@ def test_unknown_dataset_names_the_choices(tmp_path):
         data.prepare("fineweb:0", "gpt2", data_dir=tmp_path)
 
 
+# ----------------------------------------------------------------------------- text corpora keyed by content
+
+def prepared_text(folder):
+    """The bytes tokenizer's tokens of a prepared folder, train then val, as text."""
+    tokens = np.concatenate([data.load_split(folder, "train"), data.load_split(folder, "val")])
+    return data.get_tokenizer("bytes").decode(tokens)
+
+
+def stamps(folder):
+    return [(folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+
+
+def test_editing_a_text_file_prepares_it_again(tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text(PARAGRAPH * 5)
+    folder = data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    key = data.load_meta(folder)["source_key"]
+    capsys.readouterr()
+
+    before = stamps(folder)
+    assert data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder  # unchanged: nothing written
+    assert stamps(folder) == before and capsys.readouterr().out == ""
+
+    edited = PARAGRAPH * 4 + "An edited last line.\n"
+    path.write_text(edited)
+    assert data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"text:{path} changed since {folder} was prepared; preparing it again"
+    assert out[-1].startswith(f"prepared {folder}: ")
+    assert prepared_text(folder) == edited  # the new text's tokens, not the old ones
+    assert data.load_meta(folder)["source_key"] != key
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "train.bin", "val.bin"]  # no temp files left
+
+
+def test_a_same_size_edit_is_seen_by_its_mtime(tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text("a" * 500)
+    folder = data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    st = path.stat()
+    path.write_text("b" * 500)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # one nanosecond later, same size
+    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    assert "changed since" in capsys.readouterr().out and prepared_text(folder) == "b" * 500
+    before = stamps(folder)
+    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")  # the new key is recorded: nothing to do
+    assert stamps(folder) == before and capsys.readouterr().out == ""
+
+
+def test_a_folder_is_keyed_by_the_files_it_reads(tmp_path, capsys):
+    texts = write_corpus(tmp_path / "corpus")
+    dataset = f"text:{tmp_path / 'corpus'}"
+    folder = data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
+    before = stamps(folder)
+    (tmp_path / "corpus" / ".hidden").write_text("edited, but hidden files are not part of the corpus")
+    (tmp_path / "corpus" / ".git").mkdir()
+    (tmp_path / "corpus" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    capsys.readouterr()
+    data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
+    assert stamps(folder) == before and capsys.readouterr().out == ""
+
+    (tmp_path / "corpus" / "sub" / "d.txt").write_text("A fourth file.")  # sorted after sub/c.txt
+    data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
+    assert capsys.readouterr().out.startswith(f"{dataset} changed since {folder} was prepared")
+    assert prepared_text(folder) == "".join(texts) + "A fourth file."  # decode drops the eot between files
+
+
+def test_a_folder_prepared_without_a_key_is_prepared_again_once(tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text(PARAGRAPH * 5)
+    folder = data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    meta = data.load_meta(folder)
+    del meta["source_key"]  # as written before content keys were recorded
+    (folder / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{folder} was prepared before content keys were recorded, so text:{path} may have changed since; "
+        "preparing it again")
+    assert data.load_meta(folder)["source_key"] == data.source_key(f"text:{path}")
+    before = stamps(folder)
+    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    assert stamps(folder) == before and capsys.readouterr().out == ""
+
+
+def test_a_failed_prepare_again_leaves_no_finished_folder(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text(PARAGRAPH * 5)
+    folder = data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    path.write_text("x")  # one token: the train split is empty
+    with pytest.raises(DataError, match="train split is empty"):
+        data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    assert not (folder / "meta.json").exists()  # the old meta.json no longer vouches for the .bin files
+
+
+def test_a_text_source_that_is_gone_keeps_its_prepared_folder(tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text(PARAGRAPH * 5)
+    folder = data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
+    before = stamps(folder)
+    path.unlink()
+    assert data.source_key(f"text:{path}") is None and data.source_key("stdlib") is None
+    assert data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder
+    assert stamps(folder) == before
+
+
+# ----------------------------------------------------------------------------- bytes that are not UTF-8
+
+def test_bytes_that_are_not_utf8_are_counted_in_one_warning(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(PARAGRAPH.encode() + b"caf\xe9 \xff\xfe " + "東".encode()[:2] + b" end")
+    (corpus / "b.txt").write_bytes((PARAGRAPH + "valid: café 東京 \ufffd").encode())  # a real U+FFFD is valid
+    (corpus / "c.txt").write_bytes(PARAGRAPH.encode() + b"\x80\x80\x80")
+    # by hand: a.txt \xe9, \xff, \xfe and the two bytes of a cut-off 東 (5); c.txt three continuation bytes (3)
+    folder = data.prepare(f"text:{corpus}", "bytes", data_dir=tmp_path / "data")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert warnings == [f"warning: text:{corpus} has 8 bytes that are not UTF-8 (in 2 files); "
+                        "they were read as U+FFFD"]
+    expected = [(corpus / f).read_bytes().decode("utf-8", errors="replace") for f in ("a.txt", "b.txt", "c.txt")]
+    assert prepared_text(folder) == "".join(expected)
+
+    (tmp_path / "one.txt").write_bytes(PARAGRAPH.encode() * 3 + b"\xc3")
+    data.prepare(f"text:{tmp_path / 'one.txt'}", "bytes", data_dir=tmp_path / "data")
+    assert f"warning: text:{tmp_path / 'one.txt'} has 1 byte that is not UTF-8 (in 1 file); they were read as " \
+           "U+FFFD" in capsys.readouterr().out.splitlines()
+
+
+def test_utf8_text_gives_no_warning(tmp_path, capsys):
+    write_corpus(tmp_path / "corpus")
+    data.prepare(f"text:{tmp_path / 'corpus'}", "bytes", data_dir=tmp_path / "data")
+    assert "warning" not in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- fineweb shards
 
 def write_shard(path, tokens, magic=20240520, version=1, count=None):
@@ -161,6 +290,7 @@ def test_read_fineweb_shard_round_trips_and_rejects_bad_files(tmp_path):
         assert f"{name}.bin" in str(e.value)
 
 
+@pytest.mark.requires_gpt2
 def test_prepare_fineweb_uses_shards_already_in_the_folder(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("prepare tried to download a shard that was already there")
@@ -182,14 +312,25 @@ def test_prepare_fineweb_uses_shards_already_in_the_folder(tmp_path, monkeypatch
     meta = data.load_meta(folder)
     assert meta["val_bytes"] == len((PARAGRAPH * 2).encode()) and meta["train_bytes"] == len((PARAGRAPH * 8).encode())
     assert meta["n_vocab"] == 50257 and 0 < meta["unigram_bpb"] < 8
+    assert "source_key" not in meta  # fixed downloads are not keyed by content
 
 
-def test_downloads_without_network_fail_in_one_line(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
         raise data.urllib.error.URLError("offline")
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
+
+
+@pytest.mark.requires_gpt2  # prepare loads the tokenizer before it looks for shards
+def test_fineweb_download_without_network_fails_in_one_line(tmp_path, monkeypatch):
+    offline(monkeypatch)
     with pytest.raises(DataError, match="fineweb_val_000000.bin.*by hand"):
         data.prepare("fineweb", "gpt2", data_dir=tmp_path / "data")
+    assert not list((tmp_path / "data").rglob("*.bin"))
+
+
+def test_shakespeare_download_without_network_fails_in_one_line(tmp_path, monkeypatch):
+    offline(monkeypatch)
     with pytest.raises(DataError, match="tiny Shakespeare.*--dataset=text:PATH"):
         data.prepare("shakespeare", "bytes", data_dir=tmp_path / "data")
     assert not list((tmp_path / "data").rglob("*.bin")) and not list((tmp_path / "data").rglob("*.txt"))

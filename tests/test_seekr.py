@@ -13,6 +13,7 @@ import seekr
 import train
 from helpers import naive_attention_probs, one_line_error, tiny
 from model import GPT, GPTConfig
+from plumbing import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -308,3 +309,16 @@ def test_bad_continual_flags_give_one_line(base, tmp_path):
     for split in ("train", "test"):
         (tmp_path / "long" / "essay" / f"{split}.json").write_text(json.dumps([{"prompt": "x" * 80, "answer": "y"}]))
     assert "--block_size=64" in err(*continual_args(base, tmp_path / "b", f"--tasks={tmp_path / 'long'}"))
+
+
+def test_settings_that_make_a_method_a_no_op_are_refused(base, tmp_path):
+    """56 train records at batch 4 are 14 batches; a 10% buffer (6 records) is 2 replay batches, so by default a
+    replay step comes every 14 // 2 = 7 steps: with 6 steps per task der would never replay, i.e. equal seqft."""
+    for method in ("der", "seekr"):
+        with pytest.raises(ConfigError, match=f"--method={method} would take no replay step on task 2 \\(first\\): "
+                                              "its replay cycle is 7 steps, more than --iters_per_task=6"):
+            train.main(continual_args(base, tmp_path / method, f"--method={method}", "--replay_cycle=0"))
+        assert not (tmp_path / method / "ckpt.pt").exists()
+    one_line_error(subprocess.run([sys.executable, str(ROOT / "train.py"),
+                                   *continual_args(base, tmp_path / "cut", "--method=der", "--replay_cycle=9")],
+                                  capture_output=True, text=True, cwd=tmp_path), "replay cycle is 9 steps")

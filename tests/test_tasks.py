@@ -180,12 +180,25 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
     ("train.json", '[{"prompt": "p", "answer": "a"}, ["p", "a"]]', r"train.json: record 1 .*has no string \"prompt\""),
     ("train.jsonl", '{"prompt": "p", "answer": "a"}\n\n{"answer": "a"}\n',
      r"train.jsonl: record 1 \(0-based, line 3\) has no string \"prompt\""),
+    ("train.json", '[{"prompt": "p", "answer": "a"}, {"prompt": "p", "answer": ""}]',
+     r"train.json: record 1 \(0-based\) has an empty \"answer\" \(''\)"),
+    ("train.jsonl", '{"prompt": "p", "answer": "a"}\n{"prompt": "p", "answer": " \\t\\n"}\n',
+     r"train.jsonl: record 1 \(0-based, line 2\) has an empty \"answer\" \(' \\t\\n'\)"),
 ])
 def test_bad_task_files_name_the_file_and_place(tmp_path, train_name, text, match):
     write_task(tmp_path, "t", text, GOOD, train_name)
     with pytest.raises(DataError, match=match) as e:
         data.load_tasks(str(tmp_path))
     assert "\n" not in str(e.value)
+
+
+def test_an_empty_test_answer_is_refused_in_one_line(tmp_path):
+    records = [{"prompt": "p A: ", "answer": "ok"}, {"prompt": "q A: ", "answer": ""}]
+    write_task(tmp_path, "t", GOOD, json.dumps(records))
+    with pytest.raises(DataError) as e:
+        data.load_tasks(str(tmp_path))
+    assert str(e.value) == (f"{tmp_path / 't' / 'test.json'}: record 1 (0-based) has an empty \"answer\" (''); "
+                            "give it the expected output or remove the record")
 
 
 def test_an_empty_test_split_is_refused(tmp_path):
