@@ -40,7 +40,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import seekr
-from data import TOKENIZERS, bits_per_byte, check_block, get_batch, get_tokenizer, load_meta, load_split, prepare
+from data import (TOKENIZERS, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer, load_meta, load_split,
+                  prepare)
 from model import GPT, model_config, model_keys, peak_flops
 from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
                       open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
@@ -460,27 +461,69 @@ def finish(cfg, proc, data, run, stopped):
 
 
 def plot_losses(out_dir):
-    """loss.png: train and val loss against tokens, redrawn from log.jsonl."""
+    """loss.png, redrawn from log.jsonl: train and val loss against tokens (zoomed past the first steps' drop), the
+    same in bits per byte on the right axis with the unigram baseline, the budgets and decays marked, and the
+    learning rate below."""
     plt = pyplot()
     rows, cfg = read_log(out_dir), json.loads((Path(out_dir) / "config.json").read_text())
-    tokens_per_iter = tokens_per_step(cfg)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    per_step = tokens_per_step(cfg) / 1e6
     rows = [r for r in rows if "branch" not in r]  # the main branch; eval.py --mode=schedules draws the branches
-    train_rows = [(r["iter"] * tokens_per_iter / 1e6, r["loss"]) for r in rows if "loss" in r]
-    val_rows = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
+    train_rows = [(r["iter"] * per_step, r["loss"]) for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r and ("budget" not in r or not cfg["budgets"])]
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
     if train_rows:
-        ax.plot(*zip(*train_rows), label="train", alpha=0.7)
+        ax.plot(*zip(*train_rows), label="train", alpha=0.6, lw=1)
     if val_rows:
-        ax.plot(*zip(*val_rows), "o-", label="val")
-    ax.set_xlabel("tokens (millions)")
-    ax.set_ylabel(f"loss (nats per {cfg['tokenizer']} token)")
+        ax.plot([r["iter"] * per_step for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="val")
+    finished = [r for r in rows if "budget" in r]
+    if finished and cfg["budgets"]:
+        ax.plot([r["iter"] * per_step for r in finished], [r["val_loss"] for r in finished], "*", ms=12,
+                color="C3", label="finished models (val)")
+    bpb = val_rows[-1]["val_bpb"] / val_rows[-1]["val_loss"] if val_rows and val_rows[-1]["val_loss"] else None
+    late = [y for x, y in train_rows if x >= 0.1 * train_rows[-1][0]] if train_rows else []
+    if late:  # the start (ln vocab, ~5.6) would squash the range where training happens
+        ax.set_ylim(min(late) - 0.05, max(late) + 0.1 * (max(late) - min(late)) + 0.05)
+    if bpb:
+        right = ax.secondary_yaxis("right", functions=(lambda n: n * bpb, lambda b: b / bpb))
+        right.set_ylabel("bits per byte")
+        unigram = unigram_bpb(cfg)
+        if unigram and late and unigram / bpb < ax.get_ylim()[1]:
+            ax.axhline(unigram / bpb, color="gray", ls="--", lw=1, label=f"unigram baseline {unigram:.2f} bits/byte")
+    budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
+    lr_at = make_schedule(cfg["schedule"], cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"],
+                          cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"])
+    ax_lr.plot([s * per_step for s in range(cfg["max_iters"])], [lr_at(s) for s in range(cfg["max_iters"])], "k", lw=1)
+    decays = []  # (start, end) of the decays the main branch runs
+    if cfg["schedule"] == "wsd-s":
+        decays = [(b - decay_len(b - start, cfg["decay_frac"]), b) for start, b in zip([0] + budgets[:-1], budgets)]
+    elif cfg["schedule"] == "wsd":  # the earlier budgets' decays run in branches, off this plot
+        decays = [(cfg["max_iters"] - decay_len(cfg["max_iters"], cfg["decay_frac"]), cfg["max_iters"])]
+    for a in (ax, ax_lr):
+        for b in budgets:
+            a.axvline(b * per_step, color="gray", ls=":", lw=1)
+        for start, end in decays:
+            a.axvspan(start * per_step, end * per_step, color="orange", alpha=0.12)
+    ax.set_ylabel(f"loss (nats per token, {cfg['tokenizer']} tokenizer)")
     ax.set_title(f"{cfg['preset'] or 'custom'}: {cfg['n_layer']}x{cfg['n_embd']} {cfg['attention']}/{cfg['pos']}, "
-                 f"{cfg['dataset']}, seed {cfg['seed']}")
+                 f"{cfg['dataset']}, {cfg['schedule']}{' (shaded: decay)' if decays else ''}"
+                 f"{' (dotted: budgets)' if budgets else ''}, seed {cfg['seed']}",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    ax_lr.set_ylabel("learning rate\n(main branch)")
+    ax_lr.set_xlabel("tokens (millions)")
+    ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(Path(out_dir) / "loss.png", dpi=120)
     plt.close(fig)
+
+
+def unigram_bpb(cfg):
+    """The run's corpus's unigram baseline in bits per byte (meta.json), or None when the data folder is gone."""
+    try:
+        return load_meta(corpus_folder(cfg["dataset"], cfg["tokenizer"], cfg["data_dir"]))["unigram_bpb"]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 if __name__ == "__main__":
