@@ -9,17 +9,20 @@ on CPU the peak RSS of a fresh process that does only that (Python, torch and th
 It measures and prints; it asserts nothing.
 """
 
+import json
 import multiprocessing
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
-from attention import ATTENTIONS
+from attention import ATTENTIONS, POSITIONS
 from data import get_tokenizer
-from model import GPT, model_config, peak_flops
-from plumbing import check_choice, check_ranges, cli, parse_flags, setup_device
+from model import GPT, GPTConfig, model_config, peak_flops
+from plumbing import ConfigError, check_choice, check_ranges, cli, parse_flags, setup_device
 from train import PRESETS, Config
 
 
@@ -33,7 +36,7 @@ class BenchConfig:
     n_embd: int = 0
     batch_size: int = 0
     block_size: int = 0
-    mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory
+    mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
     steps: int = 10
@@ -41,13 +44,18 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
+    json: bool = False  # one JSON object per attention type instead of the table
+    peak_tflops: float = 0.0  # the GPU's dense bf16 peak for MFU, when model.PEAK_TFLOPS does not know its name
 
     def __post_init__(self):
         for a in self.attentions.split(","):
             check_choice("attentions", a, ATTENTIONS)
         check_ranges(self, dict(n_layer="[0, inf)", n_head="[0, inf)", n_embd="[0, inf)", batch_size="[0, inf)",
                                 block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", steps="[1, inf)",
-                                warmup="[0, inf)"))  # [ includes the end; 0 = the preset's
+                                warmup="[0, inf)", peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
+
+
+MODES = ("train", "infer", "check")
 
 
 def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmup):
@@ -116,7 +124,9 @@ def infer_table(cfg, runs, n_vocab, device, dtype):
 
 
 def main(argv):
-    cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS), mode=("train", "infer"))))
+    cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS), mode=MODES)))
+    if cfg.mode == "check":
+        return gpu_check()
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size") if getattr(cfg, k)}
@@ -125,30 +135,141 @@ def main(argv):
     runs = {a: Config(**{**PRESETS[preset], **shape, "attention": a, "pos": cfg.pos or "auto"})  # checked here,
             for a in attentions}  # before anything is printed
     run = runs["standard"]
-    batch_size, block_size = run.batch_size, run.block_size
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
-    peak = peak_flops(torch.device(device))
     if cfg.mode == "infer":
         print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
               f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS")
         return infer_table(cfg, runs, n_vocab, device, dtype)
-    print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch "
-          f"{batch_size} x {block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}")
-    print(f"{'attention':<10} {'pos':<7} {'params':>8} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'peak mem':>9} "
-          f"{'time vs standard':>17}")
+    peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(device))
+    if not cfg.json:
+        print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch {run.batch_size} x "
+              f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}; MFU from "
+              "FLOPs counted by torch.utils.flop_counter")
+        print(f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
+              f"{'peak mem':>9} {'time vs standard':>17}")
     base = None
     for attention in attentions:
         torch.manual_seed(0)
         model = GPT(model_config(runs[attention], n_vocab)).to(device)
-        seconds, mem = bench_one(model, cfg, batch_size, block_size, device, autocast, cfg.steps, cfg.warmup)
-        tok_s = batch_size * block_size / seconds
+        seconds, mem = bench_one(model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup)
         base = base or seconds
-        mfu = model.estimate_mfu(tok_s, peak)
-        print(f"{attention:<10} {model.config.pos:<7} {model.num_params() / 1e6:>7.2f}M {1000 * seconds:>9.1f} "
-              f"{tok_s:>10,.0f} "
-              f"{f'{100 * mfu:.1f}%' if mfu else '-':>6} {f'{mem / 2**30:.2f} GB' if mem else '-':>9} "
-              f"{seconds / base:>16.2f}x")
+        r = dict(attention=attention, pos=model.config.pos, params=model.num_params(),
+                 flops_per_token=model.flops_per_token(), ms_per_step=1000 * seconds,
+                 tokens_per_sec=run.batch_size * run.block_size / seconds, vs_standard=seconds / base, device=device,
+                 dtype=dtype, preset=preset, batch_size=run.batch_size, block_size=run.block_size)
+        r["mfu"] = model.estimate_mfu(r["tokens_per_sec"], peak)
+        r["peak_mem_gb"] = mem / 2**30 if mem else None
+        if cfg.json:
+            print(json.dumps(r))
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
+        mem_gb = f"{r['peak_mem_gb']:.2f} GB" if mem else "-"
+        print(f"{attention:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
+              f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x")
         del model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the GPU check: python bench.py --mode=check
+
+def gpu_check():
+    """Everything a first GPU run should confirm, in one command; on a machine without CUDA the CUDA parts say
+    'skipped' and the rest runs. Prints; asserts nothing."""
+    cuda = torch.cuda.is_available()
+    where = torch.cuda.get_device_name() if cuda else "no CUDA GPU: the CUDA parts are skipped"
+    print(f"GPU check | {where} | torch {torch.__version__}")
+    print("\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad through the maps")
+    for attention, pos in attention_position_pairs():
+        print(f"  {attention + '/' + pos:<16} " + check_pair(attention, pos, cuda))
+    print("\n2. the SDPA kernels each attention type can run (bf16, training shape)")
+    for attention in ATTENTIONS:
+        print(f"  {attention:<9} " + (check_kernels(attention) if cuda else "skipped (no CUDA)"))
+    print("\n3. graph breaks under torch.compile (torch._dynamo.explain, one forward + loss)")
+    for attention in ATTENTIONS:
+        print(f"  {attention:<9} " + check_graph_breaks(attention))
+    print("\n4. `python train.py` (the small preset, 300 steps) and the gpt2 preset's bench figures")
+    if not cuda:
+        print("  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 --out_dir=out/gpu_check_<time>, "
+              "python bench.py --preset=gpt2 --json")
+        return
+    for args in (["train.py", "--max_iters=300", "--eval_interval=100", f"--out_dir=out/gpu_check_{int(time.time())}"],
+                 ["bench.py", "--preset=gpt2", "--json"]):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
+        print(f"  $ python {' '.join(args)}  (exit {proc.returncode})\n" + "\n".join("    " + t for t in tail))
+
+
+def attention_position_pairs():
+    """Every (attention, pos) pair GPTConfig accepts."""
+    pairs = []
+    for attention in ATTENTIONS:
+        for pos in POSITIONS:
+            try:
+                GPTConfig(attention=attention, pos=pos)
+                pairs.append((attention, pos))
+            except ConfigError:
+                pass
+    return pairs
+
+
+def tiny_model(attention, pos, device="cpu", T=32):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=128, block_size=T, n_layer=2, n_head=4, n_embd=64, attention=attention,
+                          pos=pos)).to(device)
+    x = torch.randint(0, 128, (2, T + 1), generator=torch.Generator().manual_seed(1)).to(device)
+    return model, x[:, :-1], x[:, 1:]
+
+
+def check_pair(attention, pos, cuda):
+    """fp32 loss and gradients on CPU vs CUDA, the bf16 loss, and ∂loss/∂(captured maps) on the fastest device."""
+    model, x, y = tiny_model(attention, pos)
+    loss = model(x, y)[1]
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    text = f"cpu loss {loss.item():.5f}"
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        model_c, xc, yc = tiny_model(attention, pos, "cuda")
+        loss_c = model_c(xc, yc)[1]
+        loss_c.backward()
+        dg = max((g.cpu() - p.grad.cpu()).abs().max().item() for g, p in zip(grads, model_c.parameters()))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss_bf16 = model_c(xc, yc)[1].float()
+        text += (f" | cuda fp32 |Δloss| {abs(loss_c.item() - loss.item()):.1e}, max |Δgrad| {dg:.1e} | "
+                 f"bf16 |Δloss| {abs(loss_bf16.item() - loss.item()):.1e}")
+    model, x, y = tiny_model(attention, pos, device)
+    _, loss, maps = model.attention_maps(x, {0: [0], 1: [1]}, y)
+    g = torch.autograd.grad(loss, [maps[0], maps[1]])
+    ok = all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in g) and all(p.grad is None for p in model.parameters())
+    return text + f" | maps {tuple(maps[0].shape)} on {device}: ∂loss/∂A {'ok' if ok else 'WRONG'}"
+
+
+def check_kernels(attention):
+    """Which SDPA backends run this attention type's forward + backward (DAPE uses none: it needs the scores)."""
+    if attention == "dape":
+        return "no SDPA: DAPE V2 materialises the T×T scores (explicit path only)"
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    model, x, y = tiny_model(attention, "rope", "cuda", T=256)
+    works = []
+    for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        if not hasattr(SDPBackend, name):
+            continue
+        try:
+            with sdpa_kernel([getattr(SDPBackend, name)]), torch.autocast("cuda", dtype=torch.bfloat16):
+                model(x, y)[1].backward()
+            works.append(name.lower())
+        except RuntimeError:
+            pass
+    return "runs on: " + (", ".join(works) or "none") + " (the first is what PyTorch picks)"
+
+
+def check_graph_breaks(attention):
+    model, x, y = tiny_model(attention, "auto", "cuda" if torch.cuda.is_available() else "cpu")
+    explained = torch._dynamo.explain(model)(x, y)
+    reasons = sorted({str(b.reason).splitlines()[0][:80] for b in explained.break_reasons})
+    torch._dynamo.reset()
+    return f"{explained.graph_count} graph(s), {explained.graph_break_count} break(s)" + (
+        ": " + "; ".join(reasons) if reasons else "")
 
 
 if __name__ == "__main__":

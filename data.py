@@ -225,6 +225,16 @@ def _write_split(path, chunks, n_vocab):
     return counts
 
 
+def is_prepared(dataset, tokenizer, data_dir="data") -> bool:
+    """Whether prepare() would return at once: the folder is finished and its source has not changed since (DDP
+    ranks other than 0 wait on this while rank 0 prepares)."""
+    folder = corpus_folder(dataset, tokenizer, data_dir)
+    if not (folder / "meta.json").exists():
+        return False
+    key = source_key(dataset)
+    return key is None or load_meta(folder).get("source_key") == key
+
+
 def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
     """Tokenize `dataset` once into data_dir/<name>-<tokenizer>/ and return that folder."""
     folder = corpus_folder(dataset, tokenizer, data_dir)
@@ -353,9 +363,12 @@ def check_block(tokens, block_size: int, split: str, folder) -> None:
                         "use a larger corpus or a smaller --block_size")
 
 
-def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generator):
-    """nanoGPT's sampler: batch_size random windows; y is x shifted left by one. Int64 CPU tensors."""
+def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generator, rows=None):
+    """nanoGPT's sampler: batch_size random windows; y is x shifted left by one. Int64 CPU tensors. rows: a slice
+    of the batch to build (a DDP rank's share); the generator draws the whole batch's starts either way, so every
+    rank stays in step and together they build exactly the one-process batch."""
     ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    ix = ix if rows is None else ix[rows]
     x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
     y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
     return x, y

@@ -140,20 +140,33 @@ def cli(main):
 # ----------------------------------------------------------------------------------------------------------------
 # device
 
-def setup_device(device, dtype):
-    """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context)."""
+def setup_device(device, dtype, fp16=True):
+    """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context). dtype auto: bfloat16
+    on a GPU that computes it (compute capability 8.0 on: A100, H100, RTX 30xx/40xx), else float16 with loss
+    scaling (T4, V100; fp16=False: float32 instead, for code without a gradient scaler), float32 off CUDA."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device=cuda but this torch sees no CUDA GPU; use --device=auto or --device=cpu")
     elif device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device=mps but MPS is not available here; use --device=auto or --device=cpu")
-    dtype = dtype if dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    dtype = pick_dtype(dtype, device, torch.cuda.get_device_capability() if device == "cuda" else None, fp16)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device, dtype=getattr(torch, dtype))
     return device, dtype, ctx
+
+
+def pick_dtype(dtype, device, capability=None, fp16=True):
+    """--dtype=auto resolved for a device and, on CUDA, its compute capability (major, minor)."""
+    if dtype != "auto":
+        return dtype
+    if device != "cuda":
+        return "float32"
+    if capability >= (8, 0):  # bf16 tensor cores: A100, H100, RTX 30xx / 40xx, L40
+        return "bfloat16"
+    return "float16" if fp16 else "float32"  # T4, V100: fp16, with loss scaling where the caller has a scaler
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -328,7 +328,7 @@ class ContinualRun:
 
     def __init__(self, cfg, saved, source):
         self.cfg = cfg
-        self.device, self.dtype, self.autocast = setup_device(cfg.device, cfg.dtype)
+        self.device, self.dtype, self.autocast = setup_device(cfg.device, cfg.dtype, fp16=False)  # no scaler here
         torch.manual_seed(cfg.seed)
         self.tok = get_tokenizer(cfg.tokenizer)
         order = [name for name in cfg.task_order.split(",") if name] or None

@@ -40,8 +40,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import seekr
-from data import (TOKENIZERS, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer, load_meta, load_split,
-                  prepare)
+from data import (TOKENIZERS, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer, is_prepared,
+                  load_meta, load_split, prepare)
 from model import GPT, model_config, model_keys, peak_flops
 from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
                       open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
@@ -98,8 +98,9 @@ class Config(seekr.ContinualConfig):
     sample_tokens: int = 300  # text printed at the end of training; 0 for none
     # system
     device: str = "auto"  # auto, cpu, cuda, mps
-    dtype: str = "auto"  # auto (bfloat16 on CUDA, else float32), float32, bfloat16, float16
+    dtype: str = "auto"  # auto (bfloat16 on CUDA >= sm80, float16 + loss scaling on older GPUs, else float32)
     compile: str = "auto"  # auto (on for CUDA), true, false
+    peak_tflops: float = 0.0  # the GPU's dense bf16 peak for MFU when model.PEAK_TFLOPS does not know its name
 
     def __post_init__(self):
         """Every rule of a run's config, checked before anything touches the disk."""
@@ -125,9 +126,9 @@ PRESETS = {
                 log_interval=10, ckpt_interval=250),
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, tokenizer="gpt2", batch_size=32, max_iters=3000,
                   dropout=0.1, lr=1e-3, min_lr=1e-4, warmup_iters=100),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, tokenizer="gpt2", dataset="fineweb",
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, tokenizer="gpt2", dataset="fineweb:100",
                  batch_size=16, grad_accum=32, max_iters=19073, lr=6e-4, min_lr=6e-5, warmup_iters=700,
-                 eval_interval=500, eval_iters=40, ckpt_interval=1000),
+                 eval_interval=500, eval_iters=40, ckpt_interval=1000),  # fineweb:100: 10B tokens, one pass
 }
 CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=seekr.METHODS, schedule=SCHEDULES,
                decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS, device=("auto", "cpu", "cuda", "mps"),
@@ -136,7 +137,7 @@ RANGES = dict(  # every numeric flag's interval ([ includes the end, ( excludes 
     seed="[0, inf)", batch_size="[1, inf)", grad_accum="[1, inf)", max_iters="[1, inf)", lr="(0, inf)", min_lr="[0, inf)", warmup_iters="[0, inf)",
     decay_frac="[0, 1]", rewarmup_iters="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)", beta2="[0, 1)",
     grad_clip="[0, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)", log_interval="[1, inf)",
-    ckpt_interval="[0, inf)", sample_tokens="[0, inf)", **seekr.RANGES)
+    ckpt_interval="[0, inf)", sample_tokens="[0, inf)", peak_tflops="[0, inf)", **seekr.RANGES)
 
 
 def build_config(argv):
@@ -202,20 +203,24 @@ class Process:
 
 
 def set_up(cfg):
-    """Device, precision, DDP process group (under torchrun) and the torch seed."""
+    """Device, precision, this process's DDP rank (under torchrun) and the torch seed. The process group comes
+    after the data (join_process_group): a first download of FineWeb must not time out a collective."""
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     if cfg.grad_accum % world:
         raise ConfigError(f"--grad_accum={cfg.grad_accum} is not divisible by the {world} DDP processes")
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
     use_compile = cfg.compile == "true" or (cfg.compile == "auto" and device == "cuda")
-    if ddp:
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
+    if ddp and device == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed + rank)  # dropout differs per rank; the batch generator is shared
     return Process(ddp, rank, world, device, dtype, autocast, use_compile)
+
+
+def join_process_group(proc):
+    if proc.ddp:
+        dist.init_process_group(backend="nccl" if proc.device.startswith("cuda") else "gloo")
 
 
 @dataclass
@@ -228,12 +233,15 @@ class Data:
 
 
 def load_data(cfg, proc):
-    """Prepare the corpus once (rank 0 prepares, the others wait) and map its splits."""
+    """Prepare the corpus once (rank 0 prepares, the others wait for its files) and map its splits."""
     tokenizer = get_tokenizer(cfg.tokenizer)
     if proc.master:
         prepare(cfg.dataset, cfg.tokenizer, cfg.data_dir)
-    if proc.ddp:
-        dist.barrier()
+    t0 = time.time()
+    while not is_prepared(cfg.dataset, cfg.tokenizer, cfg.data_dir):
+        time.sleep(1)
+        if int(time.time() - t0) % 300 == 0:
+            print(f"rank {proc.rank}: waiting for rank 0 to prepare {cfg.dataset} ({int(time.time() - t0)} s)")
     folder = prepare(cfg.dataset, cfg.tokenizer, cfg.data_dir)
     data = Data(tokenizer, folder, load_meta(folder), load_split(folder, "train"), load_split(folder, "val"))
     check_block(data.train, cfg.block_size, "train", folder)
@@ -335,6 +343,7 @@ def main(argv):
     proc = set_up(cfg)
     release = lock_run_folder(cfg.out_dir) if proc.master else (lambda: None)  # one live run per out_dir
     data = load_data(cfg, proc)
+    join_process_group(proc)
     run = Run(cfg, proc, data, source, saved)
     del source, saved
     if proc.master:
@@ -362,7 +371,7 @@ def train(cfg, proc, data, run):
                           cfg.decay_frac, cfg.decay_shape, budgets, cfg.rewarmup_iters)
     accum = cfg.grad_accum // proc.world
     tokens_per_iter = tokens_per_step(cfg)
-    peak = peak_flops(torch.device(proc.device))
+    peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(proc.device))
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # finish the step, save, exit
 
@@ -378,13 +387,15 @@ def train(cfg, proc, data, run):
             if proc.master:
                 print(f"eval {run.it}: val loss {val_loss:.4f}, {row['val_bpb']:.3f} bits/byte")
 
-        # one optimizer step: the whole step's batch indices come from the shared generator, this rank takes its slice
-        x_all, y_all = get_batch(data.train, cfg.batch_size * cfg.grad_accum, cfg.block_size, run.batch_gen)
+        # one optimizer step: the whole step's batch starts come from the shared generator, this rank builds its slice
+        mine = slice(proc.rank * accum * cfg.batch_size, (proc.rank + 1) * accum * cfg.batch_size)
+        xs, ys = get_batch(data.train, cfg.batch_size * cfg.grad_accum, cfg.block_size, run.batch_gen, mine)
+        if proc.device.startswith("cuda"):  # pinned: the copies below overlap with compute
+            xs, ys = xs.pin_memory(), ys.pin_memory()
         step_loss = torch.zeros((), device=proc.device)
         for micro in range(accum):
-            first = (proc.rank * accum + micro) * cfg.batch_size
-            x = x_all[first:first + cfg.batch_size].to(proc.device, non_blocking=True)
-            y = y_all[first:first + cfg.batch_size].to(proc.device, non_blocking=True)
+            x = xs[micro * cfg.batch_size:(micro + 1) * cfg.batch_size].to(proc.device, non_blocking=True)
+            y = ys[micro * cfg.batch_size:(micro + 1) * cfg.batch_size].to(proc.device, non_blocking=True)
             if proc.ddp:
                 run.model.require_backward_grad_sync = micro == accum - 1  # all-reduce gradients once per step
             with proc.autocast:
@@ -404,9 +415,9 @@ def train(cfg, proc, data, run):
             if proc.ddp:
                 dist.all_reduce(step_loss)
                 step_loss /= proc.world
-            dt = (time.time() - t_last) / n_timed
+            row = {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}  # .item() waits for the GPU
+            dt = (time.time() - t_last) / n_timed  # so the time is read after the steps really finished
             left = cfg.max_iters - run.it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > run.it)
-            row = {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}
             progress(cfg, proc, run, row, dt, eta_text(time.time() - t_start, steps_done, left), peak)
             t_last, n_timed, row = time.time(), 0, {}
         if run.branch and run.it >= run.branch:  # the decay branch is done: keep its model, return to the main branch
@@ -487,8 +498,10 @@ def plot_losses(out_dir):
         right = ax.secondary_yaxis("right", functions=(lambda n: n * bpb, lambda b: b / bpb))
         right.set_ylabel("bits per byte")
         unigram = unigram_bpb(cfg)
-        if unigram and late and unigram / bpb < ax.get_ylim()[1]:
-            ax.axhline(unigram / bpb, color="gray", ls="--", lw=1, label=f"unigram baseline {unigram:.2f} bits/byte")
+        if unigram:  # drawn when in view, else named in the legend
+            above = late and unigram / bpb > ax.get_ylim()[1]
+            ax.plot(*([[], []] if above else [[0, train_rows[-1][0]], [unigram / bpb] * 2]), color="gray", ls="--",
+                    lw=1, label=f"unigram baseline {unigram:.2f} bits/byte" + (" (above the plot)" if above else ""))
     budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
     lr_at = make_schedule(cfg["schedule"], cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"],
                           cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"])

@@ -1,0 +1,88 @@
+"""The CUDA path, as far as a CPU can check it: torch.compile + bf16 on every attention type, the dtype rule, DDP
+ranks building only their slice of the batch, bench.py's JSON and the GPU check; CUDA-only tests skip without it."""
+import json
+
+import pytest
+import torch
+
+import bench
+from data import get_batch
+from helpers import tiny
+from model import GPT
+from plumbing import pick_dtype
+
+ATTENTIONS = ["standard", "diff", "dape"]
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def batch(T=16, B=2):
+    x = torch.randint(0, 64, (B, T + 1), generator=torch.Generator().manual_seed(0))
+    return x[:, :-1], x[:, 1:]
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_compile_and_bf16_on_cpu_match_eager(attention):
+    """What CUDA runs by default (compile + bf16 autocast), on the CPU: same loss as eager bf16, finite grads."""
+    torch.manual_seed(0)
+    model = GPT(tiny(attention=attention, n_layer=1))
+    x, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = model(x, y)[1].float()
+        compiled = torch.compile(model)(x, y)[1].float()
+    compiled.backward()
+    assert compiled.item() == pytest.approx(eager.item(), rel=2e-2)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    torch._dynamo.reset()
+
+
+def test_dtype_auto_per_device():
+    assert pick_dtype("auto", "cpu") == "float32" and pick_dtype("auto", "mps") == "float32"
+    assert pick_dtype("auto", "cuda", (9, 0)) == pick_dtype("auto", "cuda", (8, 0)) == "bfloat16"  # H100, A100
+    assert pick_dtype("auto", "cuda", (7, 5)) == pick_dtype("auto", "cuda", (7, 0)) == "float16"  # T4, V100
+    assert pick_dtype("auto", "cuda", (7, 5), fp16=False) == "float32"  # seekr.py has no gradient scaler
+    assert pick_dtype("bfloat16", "cuda", (7, 5)) == "bfloat16"  # an explicit choice is kept
+
+
+def test_ddp_ranks_build_only_their_slice_of_the_one_process_batch():
+    tokens = torch.arange(1000).numpy().astype("uint16")
+    g = torch.Generator().manual_seed(3)
+    whole = get_batch(tokens, 8, 16, g)
+    after = g.get_state()
+    world, per_rank = 4, 2
+    parts = []
+    for rank in range(world):
+        g = torch.Generator().manual_seed(3)
+        parts.append(get_batch(tokens, 8, 16, g, slice(rank * per_rank, (rank + 1) * per_rank)))
+        assert torch.equal(g.get_state(), after)  # every rank's generator stays in step
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0]) and torch.equal(torch.cat([p[1] for p in parts]),
+                                                                               whole[1])
+
+
+def test_bench_json_has_one_object_per_attention_type(capsys):
+    bench.main(["--json", "--steps=1", "--warmup=0", "--n_layer=1", "--n_embd=32", "--n_head=4", "--block_size=32",
+                "--batch_size=2", "--device=cpu"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["attention"] for r in rows] == ATTENTIONS
+    for r in rows:
+        assert {"attention", "flops_per_token", "ms_per_step", "tokens_per_sec", "mfu", "peak_mem_gb"} <= set(r)
+        assert r["flops_per_token"] > 0 and r["tokens_per_sec"] == pytest.approx(2 * 32 / (r["ms_per_step"] / 1000))
+    assert rows[0]["vs_standard"] == 1.0
+
+
+def test_gpu_check_runs_on_cpu_and_skips_the_cuda_parts(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check runs for real (python bench.py --mode=check)")
+    bench.gpu_check()
+    out = capsys.readouterr().out
+    assert out.count("∂loss/∂A ok") == len(bench.attention_position_pairs()) == 13
+    assert out.count("skipped (no CUDA)") == 4 and "WRONG" not in out
+    assert out.count("0 break(s)") == 3  # no graph break under compile for any attention type
+
+
+@cuda_only
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_cuda_matches_cpu(attention):
+    model, x, y = bench.tiny_model(attention, "auto")
+    loss = model(x, y)[1]
+    model_c, xc, yc = bench.tiny_model(attention, "auto", "cuda")
+    assert model_c(xc, yc)[1].item() == pytest.approx(loss.item(), rel=1e-4)
