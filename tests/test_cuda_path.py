@@ -86,3 +86,18 @@ def test_cuda_matches_cpu(attention):
     loss = model(x, y)[1]
     model_c, xc, yc = bench.tiny_model(attention, "auto", "cuda")
     assert model_c(xc, yc)[1].item() == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_counted_flops_match_the_hand_count():
+    """standard: 6N + 12·L·C·T (nanoGPT's formula); diff's two value products add 6·L·C·T; DAPE adds its convs."""
+    from model import GPTConfig
+    L, C, H, T = 2, 64, 4, 32
+    shape = dict(vocab_size=128, block_size=T, n_layer=L, n_head=H, n_embd=C)
+    std, diff, dape = (GPT(GPTConfig(**shape, attention=a)) for a in ATTENTIONS)
+    formula = 6 * std.num_params(non_embedding=True) + 12 * L * C * T
+    assert std.flops_per_token() == pytest.approx(formula, rel=5e-3)
+    assert diff.flops_per_token() - std.flops_per_token() == pytest.approx(6 * L * C * T, rel=2e-2)
+    assert dape.flops_per_token() > std.flops_per_token()
+    assert std.flops_per_token(2 * T) > std.flops_per_token()  # attention grows with T
+    peak = 100e12
+    assert std.estimate_mfu(1000.0, peak) == pytest.approx(std.flops_per_token() * 1000.0 / peak)
