@@ -75,6 +75,9 @@ class EvalConfig:
         for key, allowed in CHOICES.items():
             check_choice(key, getattr(self, key), allowed)
         check_ranges(self, RANGES)
+        if self.lengths and not all(n.isdigit() and int(n) >= 1 for n in self.lengths.split(",")):
+            raise ConfigError(f"--lengths={self.lengths} is not a comma-separated list of token counts; e.g. "
+                              "--lengths=128,256,512")
 
 
 RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)", batches="[1, inf)",

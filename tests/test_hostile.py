@@ -61,7 +61,8 @@ EVAL = [
     (["--max_new_tokens=-1"], "--max_new_tokens=-1"), (["--temperature=-1"], "--temperature=-1.0 must be >= 0"),
     (["--top_k=-1"], "--top_k=-1 must be >= 0"), (["--num_samples=0"], "--num_samples=0 must be >= 1"),
     (["--windows=0"], "--windows=0"), (["--tail=0"], "--tail=0"), (["--q_chunk=-1"], "--q_chunk=-1"),
-    (["--mode=map"], "not one of loss, sample"), (["--split=test"], "not one of train, val"),
+    (["--mode=map"], "not one of loss, sample"), (["--lengths=a,b"], "not a comma-separated list of token counts"),
+    (["--lengths=128,,256"], "--lengths=128,,256"), (["--split=test"], "not one of train, val"),
 ]
 BENCH = [
     (["--steps=0"], "--steps=0 must be >= 1"), (["--warmup=-1"], "--warmup=-1"), (["--infer_len=0"], "--infer_len=0"),
