@@ -27,7 +27,9 @@ Every attention module has two paths that compute the same thing:
 Position tables are computed per forward from the sequence length, so any length works (extrapolation).
 
 DAPE V2 materialises the T×T scores, so it cannot use SDPA. Its explicit path is its only path; with `q_chunk`
-set (GPT.set_q_chunk) it runs query rows in chunks (the (1, k) kernel mixes along keys only, so rows are
+set (--dape_q_chunk in training, GPT.set_q_chunk in eval) it runs query rows in chunks, each against the keys up to
+its last row + k//2 only: the lower triangle, about half the FLOPs and saved activations of the full grid, the
+same numbers (the (1, k) kernel mixes along keys only, so rows are
 independent), which with torch.no_grad() bounds evaluation memory at long lengths to one chunk of one layer.
 """
 
@@ -238,6 +240,7 @@ class DiffAttention(Attention):
             nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
         self.add_position_params()  # h slopes / kerple pairs, one per differential head
+        self.split_v = None  # None: V in halves on CUDA without bias or dropout (flash-eligible); a bool forces it
 
     def lam(self):
         """λ, one scalar per layer, computed in fp32."""
@@ -246,12 +249,23 @@ class DiffAttention(Attention):
         return torch.exp(q1k1) - torch.exp(q2k2) + self.lambda_init  # eq. (2)
 
     def fast(self, q, k, v, bias):
-        """(A1 − λ·A2)·V as A1·V − λ·(A2·V): two SDPA calls sharing the 2d-wide V."""
+        """(A1 − λ·A2)·V as A1·V − λ·(A2·V). On CUDA, without a bias or attention dropout, V goes in its two
+        d-wide halves (four SDPA calls, the official code's flash variant): q, k and v then share one head size,
+        which the flash kernel needs. Otherwise two calls share the 2d-wide V (on CPU the faster; and one dropout
+        mask per map, which the halves would not share)."""
         p = self.dropout if self.training else 0.0
         mask = None if bias is None else additive_mask(bias, q.dtype)
-        o1, o2 = (F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], v, attn_mask=mask, dropout_p=p,
-                                                 is_causal=mask is None) for s in (0, 1))  # (B, h, T, 2d) each
-        return o1 - self.lam() * o2
+
+        def attend(s, values):  # sub-heads s::2 (A1 for s = 0, A2 for s = 1) applied to values
+            return F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], values, attn_mask=mask, dropout_p=p,
+                                                  is_causal=mask is None)
+        split = self.split_v if self.split_v is not None else (q.is_cuda and mask is None and p == 0.0)
+        if split:
+            va, vb = v.chunk(2, dim=-1)  # (B, h, T, d) each
+            o1, o2 = (torch.cat([attend(s, va), attend(s, vb)], dim=-1) for s in (0, 1))  # A·[Va, Vb] = [A·Va, A·Vb]
+        else:
+            o1, o2 = (attend(s, v) for s in (0, 1))  # (B, h, T, 2d) each
+        return o1 - self.lam() * o2  # eq. (1) applied to V
 
     def explicit_map(self, q, k, bias):
         """The effective attention map A1 − λ·A2 (B, h, T, T), materialised."""
@@ -282,7 +296,7 @@ class DapeV2Attention(Attention):
         n_in = H if self.pos == "nope" else 2 * H
         self.conv1 = nn.Conv2d(n_in, D, kernel_size=(1, k), padding=(0, k // 2))
         self.conv2 = nn.Conv2d(D, H, kernel_size=(1, k), padding=(0, k // 2))
-        self.q_chunk = 0  # query rows per chunk; 0: all T at once. Set by GPT.set_q_chunk for long sequences.
+        self.q_chunk = config.dape_q_chunk  # query rows per chunk, 0: all T at once (GPT.set_q_chunk for eval)
 
     def forward(self, x):
         T = x.size(1)
@@ -318,7 +332,7 @@ class DapeV2Attention(Attention):
         feats = s if bias is None else torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)  # [S ; Bias]: 2H channels
         feats = feats.masked_fill(dist < 0, 0.0)  # tril: no future score reaches the conv
         feats = feats.contiguous(memory_format=torch.channels_last)  # same numbers; the convs run ~2x faster on CPU
-        bias = 0.0 if bias is None else bias
+        bias = 0.0 if bias is None else bias.type_as(s)  # in the scores' dtype: no fp32 promotion under bf16
         return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from attention import ATTENTIONS, POSITIONS, make_attention
 from plumbing import ConfigError, check_choice, check_ranges
@@ -36,7 +37,7 @@ from plumbing import ConfigError, check_choice, check_ranges
 NORMS = ("layernorm", "rmsnorm")
 RANGES = dict(vocab_size="[1, inf)", block_size="[2, inf)", n_layer="[1, inf)", n_head="[1, inf)",
               n_embd="[1, inf)", dropout="[0, 1)", rope_base="(0, inf)", dape_kernel="[1, inf)",
-              dape_channels="[1, inf)")  # [ includes the end, ( excludes it
+              dape_channels="[1, inf)", dape_q_chunk="[0, inf)")  # [ includes the end, ( excludes it
 
 
 @dataclass
@@ -54,6 +55,8 @@ class GPTConfig:
     rope_base: float = 10000.0
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
+    dape_q_chunk: int = 0  # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
 
     def __post_init__(self):
         """Every rule of the model's shape; a run's Config checks its model fields through this."""
@@ -156,8 +159,9 @@ class GPT(nn.Module):
                                   "the limit of learned positions; use a shorter input or --pos=rope")
             x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
         x = self.transformer.drop(x)
+        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x)
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.transformer.ln_f(x)
 
     def load_weights(self, state, source):
@@ -243,6 +247,12 @@ def model_keys(run):
     return [f.name for f in dataclasses.fields(GPTConfig) if f.name in values]
 
 
+def shape_keys(run):
+    """The model_keys a checkpoint's weights fix (what --init_from and --resume take over or refuse to change);
+    activation_checkpointing and dape_q_chunk only decide how a run computes."""
+    return [k for k in model_keys(run) if k not in ("activation_checkpointing", "dape_q_chunk")]
+
+
 def model_config(run, n_vocab):
     """GPTConfig for a run, the vocabulary padded to a multiple of 64 (faster matmuls; GPT-2: 50257 -> 50304)."""
     values = run_values(run)
@@ -253,6 +263,7 @@ _FLOPS = {}  # (config, T) -> counted training FLOPs per token
 
 
 def counted_flops_per_token(config, T):
+    config = dataclasses.replace(config, activation_checkpointing=False)  # MFU counts no recompute
     key = (tuple(dataclasses.asdict(config).items()), T)
     if key not in _FLOPS:
         from torch.utils.flop_counter import FlopCounterMode

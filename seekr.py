@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
 from eval import eval_loss
-from model import GPT, model_config, model_keys
+from model import GPT, model_config, shape_keys
 from plumbing import (ConfigError, append_log, eta_text, lock_run_folder, open_run_folder, pyplot, restore_rng,
                       rng_state, save_atomic, setup_device, start_run)
 
@@ -306,7 +306,7 @@ def continual(cfg, overrides, saved=None):
     saved: the checkpoint --resume continues (train.build_config read it)."""
     if "RANK" in os.environ:
         raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
-    cfg, saved, source = start_run(cfg, overrides, saved, model_keys(cfg) + ["tokenizer"])
+    cfg, saved, source = start_run(cfg, overrides, saved, shape_keys(cfg) + ["tokenizer"])
     release = lock_run_folder(cfg.out_dir)  # one live run per out_dir
     run = ContinualRun(cfg, saved, source)
     del saved, source

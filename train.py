@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import seekr
 from data import (TOKENIZERS, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer, is_prepared,
                   load_meta, load_split, prepare)
-from model import GPT, model_config, model_keys, peak_flops
+from model import GPT, model_config, peak_flops, shape_keys
 from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
                       open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
                       rng_state, save_atomic, setup_device, start_run, tokens_per_step)
@@ -74,6 +74,8 @@ class Config(seekr.ContinualConfig):
     norm: str = "layernorm"
     dape_kernel: int = 3
     dape_channels: int = 32
+    dape_q_chunk: int = 0  # DAPE V2 query rows per chunk in training (0: all): the lower triangle only
+    activation_checkpointing: bool = False  # recompute each block in the backward pass: for long blocks (DAPE)
     # optimisation
     batch_size: int = 32
     grad_accum: int = 1  # micro-steps per optimizer step, summed over all DDP ranks
@@ -339,7 +341,7 @@ def main(argv):
     cfg, overrides, saved = build_config(argv)
     if cfg.mode == "continual":
         return seekr.continual(cfg, overrides, saved)
-    cfg, saved, source = start_run(cfg, overrides, saved, model_keys(cfg) + ["tokenizer"])
+    cfg, saved, source = start_run(cfg, overrides, saved, shape_keys(cfg) + ["tokenizer"])
     proc = set_up(cfg)
     release = lock_run_folder(cfg.out_dir) if proc.master else (lambda: None)  # one live run per out_dir
     data = load_data(cfg, proc)
@@ -420,15 +422,7 @@ def train(cfg, proc, data, run):
             left = cfg.max_iters - run.it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > run.it)
             progress(cfg, proc, run, row, dt, eta_text(time.time() - t_start, steps_done, left), peak)
             t_last, n_timed, row = time.time(), 0, {}
-        if run.branch and run.it >= run.branch:  # the decay branch is done: keep its model, return to the main branch
-            finish_budget(cfg, proc, data, run, run.it)
-            run.restore(run.aside)
-            run.branch, run.aside = None, None
-        elif run.branch is None:
-            if run.it in budgets and (cfg.schedule != "wsd" or run.it == cfg.max_iters):
-                finish_budget(cfg, proc, data, run, run.it)
-            if run.it in forks:  # wsd: set the main branch aside and decay towards budget forks[it]
-                run.aside, run.branch = copy.deepcopy(run.snapshot()), forks[run.it]
+        finish_or_fork(cfg, proc, data, run, budgets, forks)
         if proc.ddp:  # every rank stops at the same step when any of them got Ctrl-C
             flag = torch.tensor(float(bool(stop)), device=proc.device)
             dist.all_reduce(flag)
@@ -442,6 +436,20 @@ def train(cfg, proc, data, run):
         if cfg.ckpt_interval and run.it % cfg.ckpt_interval == 0 and (run.branch or run.it < cfg.max_iters):
             save(cfg, proc, run)
     return False
+
+
+def finish_or_fork(cfg, proc, data, run, budgets, forks):
+    """After a step: a finished model at a budget; wsd: the end of a decay branch (back to the main branch) or the
+    start of one (the main branch set aside)."""
+    if run.branch and run.it >= run.branch:  # the decay branch is done: keep its model, return to the main branch
+        finish_budget(cfg, proc, data, run, run.it)
+        run.restore(run.aside)
+        run.branch, run.aside = None, None
+    elif run.branch is None:
+        if run.it in budgets and (cfg.schedule != "wsd" or run.it == cfg.max_iters):
+            finish_budget(cfg, proc, data, run, run.it)
+        if run.it in forks:  # wsd: set the main branch aside and decay towards budget forks[it]
+            run.aside, run.branch = copy.deepcopy(run.snapshot()), forks[run.it]
 
 
 def progress(cfg, proc, run, row, dt, eta, peak):

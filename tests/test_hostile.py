@@ -164,7 +164,7 @@ def test_resume_refuses_flags_that_contradict_the_weights(tmp_path, flag, word):
     argv = [f"--out_dir={tmp_path}", "--resume", flag]
     cfg, overrides, saved = train.build_config(argv)
     with pytest.raises(ConfigError, match=f"--resume: .* holds a model with {word}, but this run asks for {flag}"):
-        plumbing.start_run(cfg, overrides, saved, train.model_keys(cfg) + ["tokenizer"])
+        plumbing.start_run(cfg, overrides, saved, train.shape_keys(cfg) + ["tokenizer"])
 
 
 def test_resume_without_a_checkpoint_and_a_fresh_run_over_one(tmp_path):
