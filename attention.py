@@ -240,7 +240,7 @@ class DiffAttention(Attention):
             nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
         self.add_position_params()  # h slopes / kerple pairs, one per differential head
-        self.split_v = None  # None: V in halves on CUDA without bias or dropout (flash-eligible); a bool forces it
+        self.split_v = None  # None: V in halves without bias or dropout (flash-eligible); a bool forces it
 
     def lam(self):
         """λ, one scalar per layer, computed in fp32."""
@@ -249,17 +249,17 @@ class DiffAttention(Attention):
         return torch.exp(q1k1) - torch.exp(q2k2) + self.lambda_init  # eq. (2)
 
     def fast(self, q, k, v, bias):
-        """(A1 − λ·A2)·V as A1·V − λ·(A2·V). On CUDA, without a bias or attention dropout, V goes in its two
-        d-wide halves (four SDPA calls, the official code's flash variant): q, k and v then share one head size,
-        which the flash kernel needs. Otherwise two calls share the 2d-wide V (on CPU the faster; and one dropout
-        mask per map, which the halves would not share)."""
+        """(A1 − λ·A2)·V as A1·V − λ·(A2·V). Without a bias or attention dropout, V goes in its two d-wide halves
+        (four SDPA calls, the official code's flash variant): q, k and v then share one head size, which the flash
+        kernels need (CUDA's, and the CPU's: 1.43x standard instead of 1.67x at 8 heads, 4 x 128, T 256). With a
+        bias or dropout two calls share the 2d-wide V (one dropout mask per map, which the halves would not share)."""
         p = self.dropout if self.training else 0.0
         mask = None if bias is None else additive_mask(bias, q.dtype)
 
         def attend(s, values):  # sub-heads s::2 (A1 for s = 0, A2 for s = 1) applied to values
             return F.scaled_dot_product_attention(q[:, s::2], k[:, s::2], values, attn_mask=mask, dropout_p=p,
                                                   is_causal=mask is None)
-        split = self.split_v if self.split_v is not None else (q.is_cuda and mask is None and p == 0.0)
+        split = self.split_v if self.split_v is not None else (mask is None and p == 0.0)
         if split:
             va, vb = v.chunk(2, dim=-1)  # (B, h, T, d) each
             o1, o2 = (torch.cat([attend(s, va), attend(s, vb)], dim=-1) for s in (0, 1))  # A·[Va, Vb] = [A·Va, A·Vb]
