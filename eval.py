@@ -164,6 +164,7 @@ def compare_schedules(runs, out):
     fig.suptitle(f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}")
     fig.tight_layout()
     path = Path(out or runs[0]) / "schedules_compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -255,6 +256,7 @@ def plot_val_curves(runs, out):
     ax.legend()
     fig.tight_layout()
     path = Path(out) if out.endswith(".png") else Path(out or runs[0]) / "val_compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

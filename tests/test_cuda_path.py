@@ -89,14 +89,17 @@ def test_cuda_matches_cpu(attention):
 
 
 def test_counted_flops_match_the_hand_count():
-    """standard: 6N + 12·L·C·T (nanoGPT's formula); diff's two value products add 6·L·C·T; DAPE adds its convs."""
+    """standard: 6N + 12·L·C·T (nanoGPT's formula); diff adds what its path computes; DAPE adds its convs."""
     from model import GPTConfig
     L, C, H, T = 2, 64, 4, 32
     shape = dict(vocab_size=128, block_size=T, n_layer=L, n_head=H, n_embd=C)
     std, diff, dape = (GPT(GPTConfig(**shape, attention=a)) for a in ATTENTIONS)
     formula = 6 * std.num_params(non_embedding=True) + 12 * L * C * T
     assert std.flops_per_token() == pytest.approx(formula, rel=5e-3)
-    assert diff.flops_per_token() - std.flops_per_token() == pytest.approx(6 * L * C * T, rel=2e-2)
+    # V in halves (no bias): the second value product (6·L·C·T) and QKᵀ once more per half (6·L·C·T)
+    assert diff.flops_per_token() - std.flops_per_token() == pytest.approx(12 * L * C * T, rel=2e-2)
+    std_b, diff_b = (GPT(GPTConfig(**shape, attention=a, pos="alibi")) for a in ("standard", "diff"))
+    assert diff_b.flops_per_token() - std_b.flops_per_token() == pytest.approx(6 * L * C * T, rel=2e-2)  # shared V
     assert dape.flops_per_token() > std.flops_per_token()
     assert std.flops_per_token(2 * T) > std.flops_per_token()  # attention grows with T
     peak = 100e12
