@@ -27,6 +27,7 @@ Design choices:
 
 import copy
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -475,7 +476,10 @@ def finish(cfg, proc, data, run, stopped):
             with proc.autocast:
                 ids = run.raw.generate(start, cfg.sample_tokens, temperature=0.8, top_k=200)[0, 1:].tolist()
             print("sample:\n" + tok.decode([t for t in ids if t < tok.n_vocab]))
-    if proc.ddp:
+    if proc.ddp:  # all ranks leave together, DDP's reducer (which holds the group) first: a gloo group torn down
+        dist.barrier()  # at interpreter exit while a peer still works can abort the process
+        run.model = None
+        gc.collect()
         dist.destroy_process_group()
 
 
