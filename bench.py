@@ -12,6 +12,7 @@ It measures and prints; it asserts nothing.
 import json
 import multiprocessing
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,8 +40,10 @@ class BenchConfig:
     mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
+    dape_q_chunk: int = 0  # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
     steps: int = 10
     warmup: int = 3
+    rounds: int = 1  # the attention types are timed in turn this many times (A B C A B C ...); medians are reported
     device: str = "auto"
     dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
@@ -51,8 +54,8 @@ class BenchConfig:
         for a in self.attentions.split(","):
             check_choice("attentions", a, ATTENTIONS)
         check_ranges(self, dict(n_layer="[0, inf)", n_head="[0, inf)", n_embd="[0, inf)", batch_size="[0, inf)",
-                                block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", steps="[1, inf)",
-                                warmup="[0, inf)", peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
+                                block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", dape_q_chunk="[0, inf)",
+                                steps="[1, inf)", warmup="[0, inf)", rounds="[1, inf)", peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
 
 
 MODES = ("train", "infer", "check")
@@ -132,8 +135,8 @@ def main(argv):
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size") if getattr(cfg, k)}
     attentions = cfg.attentions.split(",")
     attentions = ["standard"] + [a for a in attentions if a != "standard"]  # the baseline of the ratios, timed first
-    runs = {a: Config(**{**PRESETS[preset], **shape, "attention": a, "pos": cfg.pos or "auto"})  # checked here,
-            for a in attentions}  # before anything is printed
+    runs = {a: Config(**{**PRESETS[preset], **shape, "attention": a, "pos": cfg.pos or "auto",  # checked here,
+                         "dape_q_chunk": cfg.dape_q_chunk}) for a in attentions}  # before anything is printed
     run = runs["standard"]
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     if cfg.mode == "infer":
@@ -143,30 +146,45 @@ def main(argv):
     peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(device))
     if not cfg.json:
         print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch {run.batch_size} x "
-              f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}; MFU from "
-              "FLOPs counted by torch.utils.flop_counter")
+              f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}"
+              f"{f', median of {cfg.rounds} rounds' if cfg.rounds > 1 else ''}"
+              f"{f', DAPE q_chunk {cfg.dape_q_chunk}' if cfg.dape_q_chunk else ''}; MFU from FLOPs counted by "
+              "torch.utils.flop_counter")
         print(f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
               f"{'peak mem':>9} {'time vs standard':>17}")
-    base = None
-    for attention in attentions:
-        torch.manual_seed(0)
-        model = GPT(model_config(runs[attention], n_vocab)).to(device)
-        seconds, mem = bench_one(model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup)
-        base = base or seconds
-        r = dict(attention=attention, pos=model.config.pos, params=model.num_params(),
-                 flops_per_token=model.flops_per_token(), ms_per_step=1000 * seconds,
-                 tokens_per_sec=run.batch_size * run.block_size / seconds, vs_standard=seconds / base, device=device,
-                 dtype=dtype, preset=preset, batch_size=run.batch_size, block_size=run.block_size)
-        r["mfu"] = model.estimate_mfu(r["tokens_per_sec"], peak)
-        r["peak_mem_gb"] = mem / 2**30 if mem else None
+    rows = time_types(cfg, runs, n_vocab, device, autocast)
+    for r in rows.values():
+        r.update(vs_standard=r["ms_per_step"] / rows["standard"]["ms_per_step"], device=device, dtype=dtype,
+                 preset=preset, batch_size=run.batch_size, block_size=run.block_size,
+                 mfu=r.pop("model").estimate_mfu(r["tokens_per_sec"], peak))
         if cfg.json:
             print(json.dumps(r))
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
-        mem_gb = f"{r['peak_mem_gb']:.2f} GB" if mem else "-"
-        print(f"{attention:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
+        mem_gb = f"{r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "-"
+        print(f"{r['attention']:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
               f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x")
-        del model
+
+
+def time_types(cfg, runs, n_vocab, device, autocast):
+    """{attention: its row} with the median step time over cfg.rounds; each round builds and times every type in
+    turn, so a machine whose speed drifts slows all of them alike."""
+    seconds, rows = {a: [] for a in runs}, {}
+    for _ in range(cfg.rounds):
+        for attention, run in runs.items():
+            torch.manual_seed(0)
+            model = GPT(model_config(run, n_vocab)).to(device)
+            s, mem = bench_one(model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup)
+            seconds[attention].append(s)
+            rows[attention] = dict(attention=attention, pos=model.config.pos, params=model.num_params(),
+                                   flops_per_token=model.flops_per_token(), peak_mem_gb=mem / 2**30 if mem else None,
+                                   model=model.to("meta"))  # kept for estimate_mfu only: no memory held
+            del model
+    for attention, row in rows.items():
+        row["ms_per_step"] = 1000 * statistics.median(seconds[attention])
+        row["tokens_per_sec"] = runs[attention].batch_size * runs[attention].block_size / statistics.median(
+            seconds[attention])
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
