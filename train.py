@@ -144,8 +144,8 @@ RANGES = dict(  # every numeric flag's interval ([ includes the end, ( excludes 
 
 
 def build_config(argv):
-    """-> (cfg, the flags, the checkpoint --resume continues or None). Config from the defaults, the preset (cpu
-    when no CUDA and no flags, else small) or --mode=continual's defaults, then the flags; with --resume, from the
+    """-> (cfg, the flags, the checkpoint --resume continues or None). Config from the defaults, the preset (given,
+    else small on CUDA, cpu without) or --mode=continual's defaults, then the flags; with --resume, from the
     checkpoint's config, then the flags."""
     if "--help" in argv or "-h" in argv:
         preset, _ = no_flag_preset([a for a in argv if a.startswith("--preset=")])
@@ -157,9 +157,10 @@ def build_config(argv):
         base = {**(PRESETS[overrides["preset"]] if overrides.get("preset") else {}), **seekr.CONTINUAL_DEFAULTS}
     else:
         preset, announce = no_flag_preset(argv)
-        if announce:
-            print("no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, ~5 minutes on 2 "
-                  "cores); on a GPU this command trains the 'small' preset")
+        if announce and not overrides.get("resume"):
+            print(f"no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, its "
+                  f"{PRESETS['cpu']['max_iters']} steps ~5 minutes on 2 cores); on a GPU this command trains the "
+                  "'small' preset")
         base = {**PRESETS[preset], "preset": preset}
     saved = None
     if overrides.get("resume"):  # the checkpoint's config first, then the flags, then the rules
@@ -169,12 +170,12 @@ def build_config(argv):
 
 
 def no_flag_preset(argv):
-    """(the preset argv asks for, or cpu with no CUDA and no flags, else small; whether to say so)."""
+    """(the preset argv asks for, or small on CUDA, else cpu; whether to say so: when cpu was picked for you)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
     if given and given[-1] in PRESETS:
         return given[-1], False
-    preset = "small" if torch.cuda.is_available() or argv else "cpu"
-    return preset, not argv and preset == "cpu"  # said only when it is a surprise: no flags, no GPU
+    preset = "small" if torch.cuda.is_available() else "cpu"  # other flags too: `--max_iters=100` on a laptop
+    return preset, preset == "cpu"
 
 
 def compute_budgets(cfg):

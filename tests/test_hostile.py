@@ -67,7 +67,8 @@ EVAL = [
 BENCH = [
     (["--steps=0"], "--steps=0 must be >= 1"), (["--warmup=-1"], "--warmup=-1"), (["--infer_len=0"], "--infer_len=0"),
     (["--n_head=-1"], "--n_head=-1 must be >= 0"), (["--attentions=standard,difff"], "did you mean diff"),
-    (["--q_chunk=-2"], "--q_chunk=-2"),
+    (["--q_chunk=-2"], "--q_chunk=-2"), (["--dape_q_chunk=-1"], "--dape_q_chunk=-1"),
+    (["--rounds=0"], "--rounds=0 must be >= 1"),
 ]
 
 
