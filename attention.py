@@ -15,7 +15,8 @@ position tables    rope_cos_sin, apply_rope, alibi_slopes, causal_distance, futu
                    additive_mask, KerpleLog
 Attention          the base every variant shares: c_attn / c_proj / resid_dropout, the position parameters,
                    qkv() (the q/k/v split, RoPE included), the scores q·kᵀ/√d, the position biases, the capture
-                   protocol, attention_logits(x) for outlier statistics, and the forward recipe
+                   protocol, attention_logits(x) for outlier statistics, map_parts(x) for figures (each variant
+                   names its pieces in `parts`), and the forward recipe
 CausalSelfAttention, DiffAttention, DapeV2Attention    what each variant adds: its fast path and its maps
 make_attention     the one constructor model.py calls; GPTConfig has checked every choice before it runs
 
@@ -175,6 +176,19 @@ class Attention(nn.Module):
             att = att + bias
         return F.softmax(mask_future(att).float(), dim=-1).type_as(q)
 
+    def map_parts(self, x):
+        """The pieces of this layer's attention that its paper talks about, for figures (eval.py --mode=maps),
+        recomputed from the layer's input x (B, T, C): an ordered dict {name: (B, n_head, T, T)} with the future
+        entries NaN (the causal mask leaves nothing there). What the pieces are is each variant's `parts`."""
+        q, k, _ = self.qkv(x)
+        parts = self.parts(q, k, self.position_bias(x.size(1), x.device))
+        future = future_mask(x.size(1), x.device)
+        return {name: part.masked_fill(future, float("nan")) for name, part in parts.items()}
+
+    def parts(self, q, k, bias):
+        """Standard attention has one piece: the softmax map."""
+        return {"softmax": self.explicit_map(q, k, bias)}
+
     def attention_logits(self, x):
         """q·k/√d of every query/key (sub-)head, recomputed from the layer's input x (B, T, C), future entries
         −inf: (B, n_qk_heads, T, T). Position biases (and DAPE's conv) are not included: these are the scores
@@ -274,6 +288,13 @@ class DiffAttention(Attention):
         att = self.softmax_map(q, k, bias)  # (B, 2h, T, T)
         return att[:, 0::2] - self.lam() * att[:, 1::2]  # eq. (1): softmax first, then the difference
 
+    def parts(self, q, k, bias):
+        """A1 (sub-heads 2i), A2 (sub-heads 2i + 1) and the effective map A1 − λ·A2 of each differential head
+        (B, h, T, T); λ is self.lam(). Head i's bias goes on both of its maps."""
+        return {"A1": self.softmax_map(q[:, 0::2], k[:, 0::2], bias),
+                "A2": self.softmax_map(q[:, 1::2], k[:, 1::2], bias),
+                "A1 − λ·A2": self.explicit_map(q, k, bias)}
+
     def project(self, y):
         """Each head normalised, then the shared output projection."""
         y = self.subln(y) * (1 - self.lambda_init)  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
@@ -309,6 +330,16 @@ class DapeV2Attention(Attention):
                   @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
             y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
         return self.project(y)
+
+    def parts(self, q, k, bias):
+        """The scores before the conv, S + Bias (S alone for nope), the conv's correction
+        conv2(LeakyReLU(conv1(tril([S ; Bias])))) = S' − (S + Bias), and the map softmax(S'): (B, H, T, T) each."""
+        T = q.size(-2)
+        s = self.dot_scores(q, k)  # S: (B, H, T, T)
+        before = s if bias is None else s + bias
+        return {"S" if bias is None else "S + B": before,
+                "conv correction": self.scores(q, k, 0, T) - before,  # S' − (S + Bias): refine's conv term
+                "softmax(S′)": self.probs(q, k, 0, T)}
 
     def probs(self, q, k, i0, i1):
         """softmax(S') for query rows i0..i1-1 over keys 0..i1-1: (B, H, i1 - i0, i1)."""

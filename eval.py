@@ -12,6 +12,14 @@ extrapolate  (--ckpt=A,B,...) DAPE's length-extrapolation protocol: at each of
              extrapolation.png (redrawn from the json by plot_extrapolation) into the first run's folder or --out.
              No autograd graph is kept, only the tail's logits are computed, and DAPE runs --q_chunk query rows at
              a time, so memory stays small at 8K tokens.
+maps         (--ckpt=A,B,...) the attention of --prompt (default: a short line of code) as PNG heatmaps, the
+             prompt's tokens on both axes (spaces shown as ␣, newlines and tabs escaped), the future keys grey. One
+             figure per checkpoint, maps_<run>.png in the first run's folder or --out (a folder, or a .png path for
+             one checkpoint): the attention types have different pieces and diff half the heads, so their panels
+             would not line up in one grid. In a figure, a row per piece, as the module's map_parts names them
+             (standard: softmax; diff: A1, A2, A1 − λ·A2 with λ in the title; dape: S + B, the conv's correction,
+             softmax(S')), and a column per --layers × --heads (default: the first and last layer, heads 0 and 1).
+             A row shares one colour scale, diverging and centred at 0 where it has negative entries.
 schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against the compute spent to get it
              (tokens, decay branches included), as a table and schedules_compare.png with a second panel of the
              train-loss curves, where each decay's drop shows
@@ -46,7 +54,7 @@ class EvalConfig:
     ckpt: list = field(default_factory=list)  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
     mode: str = "loss"
     run: list = field(default_factory=list)  # schedules, compare, continual: run folders (repeat or commas)
-    out: str = ""  # schedules, compare, extrapolate: where the figures go (default: the first run's folder)
+    out: str = ""  # schedules, compare, extrapolate, maps: where the figures go (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
     data_dir: str = "data"
@@ -55,8 +63,8 @@ class EvalConfig:
     max_tokens: int = 1 << 20
     batch_size: int = 8
     batches: int = 4  # outliers: how many batches of windows
-    # sample
-    prompt: str = ""
+    # sample, maps
+    prompt: str = ""  # sample: default the end-of-text token; maps: default a short line of code (DEFAULT_PROMPT)
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_k: int = 200
@@ -67,6 +75,9 @@ class EvalConfig:
     windows: int = 8  # val windows per length, the same ones at every length
     tail: int = 256  # tokens scored at the end of each window
     q_chunk: int = 128  # DAPE query rows per chunk; 0: all at once
+    # maps
+    layers: str = ""  # comma-separated layer indices; default the first and the last layer
+    heads: str = ""  # comma-separated head indices (diff: its differential heads); default the first two
     # system
     device: str = "auto"
     dtype: str = "auto"
@@ -75,15 +86,18 @@ class EvalConfig:
         for key, allowed in CHOICES.items():
             check_choice(key, getattr(self, key), allowed)
         check_ranges(self, RANGES)
-        if self.lengths and not all(n.isdigit() and int(n) >= 1 for n in self.lengths.split(",")):
-            raise ConfigError(f"--lengths={self.lengths} is not a comma-separated list of token counts; e.g. "
-                              "--lengths=128,256,512")
+        for key, low, what, example in (("lengths", 1, "token counts", "128,256,512"),
+                                         ("layers", 0, "layer indices (integers >= 0)", "0,1"),
+                                         ("heads", 0, "head indices (integers >= 0)", "0,1")):
+            text = getattr(self, key)
+            if text and not all(n.isdigit() and int(n) >= low for n in text.split(",")):
+                raise ConfigError(f"--{key}={text} is not a comma-separated list of {what}; e.g. --{key}={example}")
 
 
 RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)", batches="[1, inf)",
               max_new_tokens="[0, inf)", temperature="[0, inf)", top_k="[0, inf)", num_samples="[1, inf)",
               seed="[0, inf)", windows="[1, inf)", tail="[1, inf)", q_chunk="[0, inf)")  # [ includes the end
-CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "schedules", "compare", "continual"),
+CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "maps", "schedules", "compare", "continual"),
                split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"))
 
@@ -369,6 +383,148 @@ def continual_table(runs):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# maps: the prompt's attention, piece by piece, as each attention module names its pieces (Attention.map_parts)
+
+DEFAULT_PROMPT = "def add(a, b):\n    return a + b\n"  # code, like the default corpus; its spaces and newlines show
+MAX_MAP_TOKENS = 64  # tokens per axis beyond which the tick labels no longer read
+
+
+def chosen_heads(cfg, model, path):
+    """The (layer, head)s that --layers and --heads pick in this model, checked against its sizes (diff counts its
+    differential heads) -> [(layer, head), ...], layer by layer."""
+    n_layer, n_head = model.config.n_layer, model.transformer.h[0].attn.n_head
+    kind = "differential head" if model.config.attention == "diff" else "head"
+    layers = [int(n) for n in cfg.layers.split(",")] if cfg.layers else sorted({0, n_layer - 1})
+    heads = [int(n) for n in cfg.heads.split(",")] if cfg.heads else list(range(min(2, n_head)))
+    for flag, picked, n, what in (("layers", layers, n_layer, "layer"), ("heads", heads, n_head, kind)):
+        if max(picked) >= n:
+            raise ConfigError(f"--{flag}={getattr(cfg, flag)} is out of range: {path} has {n} {what}"
+                              f"{'s' if n > 1 else ''}, so --{flag} takes indices 0..{n - 1}")
+    return [(layer, head) for layer in dict.fromkeys(layers) for head in dict.fromkeys(heads)]
+
+
+@torch.no_grad()
+def layer_map_parts(model, idx, layers):
+    """{layer: {piece: (n_head, T, T)}} for one prompt idx (1, T): a forward pre-hook hands each chosen layer's input
+    to its attention's map_parts (as outlier_stats reads attention_logits). fp32, no autocast: maps are small."""
+    parts = {}
+
+    def on_attention(layer):
+        def hook(attn, args):
+            parts[layer] = {name: piece[0].float().cpu() for name, piece in attn.map_parts(args[0]).items()}
+        return hook
+
+    hooks = [model.transformer.h[layer].attn.register_forward_pre_hook(on_attention(layer)) for layer in layers]
+    try:
+        model.features(idx)
+    finally:
+        for h in hooks:
+            h.remove()
+    return parts
+
+
+def token_label(text):
+    """A token as a tick label: a space as ␣, a newline, tab or other control character as its escape sequence,
+    at most 6 characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace(" ", "␣"))
+    return text if len(text) <= 6 else text[:5] + "…"
+
+
+def map_title(label, model, run, prompt, T):
+    """What was run (attention, positions, shape, preset, data, tokens, seed) and the prompt, for the suptitle."""
+    c = model.config
+    trained = (f"{run['max_iters'] * tokens_per_step(run) / 1e6:.2f}M tokens" if run.get("mode") != "continual" else
+               f"continual fine-tuning ({run['method']})")
+    return (f"{label}: {c.attention} attention, {c.pos} positions, {c.n_layer}x{c.n_embd}, "
+            f"{run['preset'] or 'custom'} preset, {run['dataset']} ({run['tokenizer']}), {trained}, seed {run['seed']}"
+            f"\nprompt ({T} tokens): {prompt!r}   grey: future keys (the causal mask)")
+
+
+def plot_maps(parts, pairs, labels, lams, title, path):
+    """One figure per checkpoint: a row per piece (standard: softmax; diff: A1, A2, A1 − λ·A2; dape: S + B, the
+    conv's correction, softmax(S')), a column per chosen (layer, head), tokens on both axes. A row shares one colour
+    scale and one colour bar; a row with negative entries is diverging (RdBu_r) and centred at 0."""
+    plt = pyplot()
+    names = list(parts[pairs[0][0]])
+    T = len(labels)
+    size = max(3.0, 0.13 * T)  # inches per panel: room for T tick labels
+    fig, axes = plt.subplots(len(names), len(pairs), figsize=(size * len(pairs) + 1.2, size * len(names) + 1.1),
+                             squeeze=False, layout="constrained")
+    for r, name in enumerate(names):
+        row = np.stack([parts[layer][name][head].numpy() for layer, head in pairs])  # (panels, T, T), future NaN
+        signed = np.nanmin(row) < 0
+        top = np.nanmax(np.abs(row[:, 1:] if T > 1 else row))  # not query 0: one key, weight 1, would set the scale
+        scale = dict(cmap="RdBu_r", vmin=-top, vmax=top) if signed else dict(cmap="viridis", vmin=0, vmax=top)
+        clipped = np.nanmax(np.abs(row)) > top
+        for c, ((layer, head), panel) in enumerate(zip(pairs, row)):
+            ax = axes[r, c]
+            im = ax.imshow(panel, interpolation="nearest", **scale)
+            ax.set_facecolor("0.85")
+            lam = f", λ = {lams[layer]:.3f}" if "λ" in name else ""
+            ax.set_title(f"{name}{lam} | layer {layer}, head {head}", fontsize=8)
+            fs = max(4, min(8, 54 * size / T))  # points: three quarters of the 72 per inch each token gets
+            ax.set_xticks(range(T), labels, rotation=90, fontsize=fs)
+            ax.set_yticks(range(T), labels, fontsize=fs)
+            ax.set_xlabel("key (token)" if r == len(names) - 1 else "", fontsize=8)
+            ax.set_ylabel("query (token)" if c == 0 else "", fontsize=8)
+        fig.colorbar(im, ax=list(axes[r]), shrink=0.85, pad=0.01, label=name,
+                     extend=("both" if signed else "max") if clipped else "neither")
+    fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def checkpoint_name(path):
+    """A checkpoint by its run folder: `run` for run/ckpt.pt, `run_budget_100` for run/budget_100.pt."""
+    p = checkpoint_path(path)
+    return p.parent.name if p.name == "ckpt.pt" else f"{p.parent.name}_{p.stem}"
+
+
+def map_files(cfg, paths):
+    """The figure each checkpoint gets: maps_<run folder>.png (maps_<run>_<file>.png for a checkpoint other than
+    ckpt.pt) in --out or the first run's folder; --out=NAME.png names the figure of a single checkpoint."""
+    if cfg.out.endswith(".png"):
+        if len(paths) > 1:
+            raise ConfigError(f"--out={cfg.out} names one figure, but --ckpt names {len(paths)} checkpoints; pass a "
+                              "folder as --out")
+        return [Path(cfg.out)]
+    out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
+    files = []
+    for path in paths:
+        name = checkpoint_name(path)
+        while out / f"maps_{name}.png" in files:  # two runs whose folders share a name
+            name += "_"
+        files.append(out / f"maps_{name}.png")
+    return files
+
+
+def draw_maps(cfg, paths, device):
+    """--mode=maps: every checkpoint loaded and checked (--layers, --heads, prompt length) before the first figure
+    is drawn; one figure per checkpoint. Returns the paths written."""
+    prompt = cfg.prompt or DEFAULT_PROMPT
+    jobs = []
+    for path, file in zip(paths, map_files(cfg, paths)):
+        model, run = load_model(path, device)
+        tokenizer = get_tokenizer(run["tokenizer"])
+        ids = tokenizer.encode(prompt)
+        if len(ids) > MAX_MAP_TOKENS:
+            raise ConfigError(f"--prompt is {len(ids)} tokens for {path} ({run['tokenizer']} tokenizer), and a map "
+                              f"reads up to {MAX_MAP_TOKENS} per axis; shorten --prompt")
+        if model.config.pos == "learned" and len(ids) > model.config.block_size:
+            raise ConfigError(f"--prompt is {len(ids)} tokens, longer than block_size={model.config.block_size} of "
+                              f"{path}, the limit of learned positions; shorten --prompt")
+        jobs.append((path, file, model, run, tokenizer, ids, chosen_heads(cfg, model, path)))
+    for path, file, model, run, tokenizer, ids, pairs in jobs:
+        parts = layer_map_parts(model, torch.tensor([ids], device=device), sorted({layer for layer, _ in pairs}))
+        lams = ({layer: block.attn.lam().item() for layer, block in enumerate(model.transformer.h)}
+                if model.config.attention == "diff" else {})
+        labels = [token_label(tokenizer.decode([i])) for i in ids]
+        plot_maps(parts, pairs, labels, lams, map_title(checkpoint_name(path), model, run, prompt, len(ids)), file)
+    return [file for _, file, *_ in jobs]
+
+
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
     if cfg.mode in ("schedules", "compare", "continual"):  # these read run folders, not checkpoints
@@ -386,8 +542,12 @@ def main(argv):
     device, _, autocast = setup_device(cfg.device, cfg.dtype)
     if cfg.mode == "extrapolate":
         return extrapolate(cfg, cfg.ckpt, device, autocast)
+    if cfg.mode == "maps":
+        for path in draw_maps(cfg, cfg.ckpt, device):
+            print(f"wrote {path}")
+        return
     if len(cfg.ckpt) > 1:
-        raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate")
+        raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate or maps")
     model, run = load_model(cfg.ckpt[0], device)
     if cfg.mode == "loss":
         report_loss(cfg, model, run, device, autocast)

@@ -535,51 +535,81 @@ class ContinualRun:
 # figures, redrawn from results.json
 
 def plot_results(run_dir):
+    """R.png, acc_over_time.png and (seekr) heads.png beside results.json, redrawn from it."""
     plt = pyplot()
     run_dir = Path(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
-    R, names = res["R"], res["tasks"]
     what = res["method"] + (f" {100 * res['replay']:g}% replay" if res["replay"] else "")
+    plot_R(plt, res, what, run_dir / "R.png")
+    plot_accuracy(plt, res, what, run_dir / "acc_over_time.png")
+    if res["heads"]:
+        plot_heads(plt, res, what, run_dir / "heads.png")
 
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 0.8 * len(R) + 1.6))
-    im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+
+def plot_R(plt, res, what, path):
+    """R[t][i] as a grid; a task not trained yet (i > t) is grey and unnumbered: its accuracy there is zero-shot."""
+    R, names = res["R"], res["tasks"]
+    shown = [[acc if i <= t else float("nan") for i, acc in enumerate(row)] for t, row in enumerate(R)]
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # NaN: not trained yet
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(names) + 2), 0.8 * len(R) + 1.6))
+    im = ax.imshow(shown, vmin=0, vmax=1, cmap=cmap)
     for t, row in enumerate(R):
-        for i, acc in enumerate(row):
+        for i, acc in enumerate(row[:t + 1]):
             ax.text(i, t, f"{acc:.2f}", ha="center", va="center", color="w" if acc < 0.6 else "k", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=30)
     ax.set_yticks(range(len(R)), [f"after {n}" for n in names[:len(R)]])
-    ax.set_xlabel("evaluated on task")
+    ax.set_xlabel("evaluated on task (grey: not trained yet)")
     ax.set_title(f"{what}: exact match R[t][i] | OP {res['OP']:.3f}, BWT {res['BWT']:+.3f}")
-    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.colorbar(im, ax=ax, label="exact-match accuracy")
     fig.tight_layout()
-    fig.savefig(run_dir / "R.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, name in enumerate(names):
-        ax.plot(range(1, len(R) + 1), [row[i] for row in R], "o-", label=name)
-    ax.set_xticks(range(1, len(R) + 1))
-    ax.set_xlabel("tasks trained so far")
+
+def plot_accuracy(plt, res, what, path):
+    """Each task's accuracy from the step it was trained on (a large marker) to the end of the sequence; lines are
+    dodged sideways and marked differently, so tasks that all sit at zero stay apart."""
+    R, names = res["R"], res["tasks"]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, name in enumerate(names[:len(R)]):
+        dx = 0.06 * (i - (len(names) - 1) / 2)  # sideways dodge
+        steps = [t + 1 + dx for t in range(i, len(R))]
+        accs = [R[t][i] for t in range(i, len(R))]
+        marker = "osD^vPX*"[i % 8]
+        line, = ax.plot(steps, accs, marker=marker, ms=5, lw=1.3, label=name)
+        ax.plot(steps[0], accs[0], marker=marker, ms=11, color=line.get_color(), mec="k", mew=1.2, ls="none")
+    ax.set_xticks(range(1, len(R) + 1), [f"{t + 1}\n{n}" for t, n in enumerate(names[:len(R)])])
+    ax.set_xlabel("tasks trained so far (the last one named)")
     ax.set_ylabel("exact-match accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{what}: accuracy of every task over the sequence (seed {res['seed']})")
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_title(f"{what}: accuracy of each task from when it was trained (large marker) on; seed {res['seed']}",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="task", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(run_dir / "acc_over_time.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    if res["heads"]:
-        k = len(res["heads"])
-        fig, axes = plt.subplots(1, k, figsize=(2.4 * k + 1, 2.8), squeeze=False)
-        for t, (ax, imp, chosen) in enumerate(zip(axes[0], res["importance"], res["heads"])):
-            ax.imshow(imp, cmap="magma")
-            ax.scatter([h for _, h in chosen], [l for l, _ in chosen], marker="s", s=120, facecolors="none",
-                       edgecolors="cyan", linewidths=2)
-            ax.set_title(f"after {names[t]}", fontsize=9)
-            ax.set_xlabel("head")
-            ax.set_ylabel("layer" if t == 0 else "")
-        fig.suptitle(f"{what}: importance I = Σ S⊙F per layer x head, selected heads boxed", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(run_dir / "heads.png", dpi=120)
-        plt.close(fig)
+
+def plot_heads(plt, res, what, path):
+    """The importance I of every layer x head after each task, its own colour scale per panel (I accumulates), the
+    selected heads boxed."""
+    from matplotlib.ticker import MaxNLocator
+    names, k = res["tasks"], len(res["heads"])
+    fig, axes = plt.subplots(1, k, figsize=(2.9 * k + 0.5, 3.4), squeeze=False, layout="constrained")
+    for t, (ax, imp, chosen) in enumerate(zip(axes[0], res["importance"], res["heads"])):
+        im = ax.imshow(imp, cmap="magma")
+        ax.scatter([h for _, h in chosen], [l for l, _ in chosen], marker="s", s=120, facecolors="none",
+                   edgecolors="cyan", linewidths=2)
+        ax.set_xticks(range(len(imp[0])))
+        ax.set_yticks(range(len(imp)))
+        ax.set_title(f"after {names[t]}", fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer" if t == 0 else "")
+        bar = fig.colorbar(im, ax=ax, shrink=0.8, label="importance I" if t == k - 1 else None)
+        bar.ax.yaxis.set_major_locator(MaxNLocator(4))
+        bar.formatter.set_powerlimits((0, 0))  # one power of ten above the bar, short tick labels
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle(f"{what}: importance I = Σ S⊙F per layer x head, selected heads boxed", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

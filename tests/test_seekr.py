@@ -132,6 +132,26 @@ def test_op_and_bwt_on_a_known_matrix():
     assert m["BWT_over_T"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
 
 
+def test_figures_redraw_from_results_json_with_untrained_tasks_blank(tmp_path, monkeypatch):
+    """R.png numbers only the tasks trained so far (i <= t); acc_over_time.png starts each task's line at the step
+    it was trained; heads.png has a colour bar per task."""
+    R = [[0.9, 0.3, 0.0], [0.1, 0.8, 0.0], [0.0, 0.0, 0.7]]
+    res = dict(method="seekr", replay=0.01, tasks=["a", "b", "c"], R=R, OP=0.23, BWT=-0.8, seed=1,
+               heads=[[[0, 1]], [[1, 0]], [[1, 1]]], importance=[[[1e-6, 2e-6], [3e-6, 4e-6]]] * 3)
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    import matplotlib.pyplot as plt
+    figures, savefig = {}, plt.Figure.savefig
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, path, **kw: (figures.update({Path(path).name: fig}),
+                                                                         savefig(fig, path, **kw)))
+    seekr.plot_results(tmp_path)
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("R.png", "acc_over_time.png", "heads.png"))
+    assert sorted(t.get_text() for t in figures["R.png"].axes[0].texts) == ["0.00", "0.00", "0.10", "0.70", "0.80",
+                                                                              "0.90"]  # no 0.30: b not trained yet
+    lines = [line for line in figures["acc_over_time.png"].axes[0].get_lines() if len(line.get_xdata()) > 1]
+    assert [round(min(line.get_xdata())) for line in lines] == [1, 2]  # a from step 1, b from 2; c is one point
+    assert len(figures["heads.png"].axes) == 6  # three panels, three colour bars
+
+
 class Successor(torch.nn.Module):
     """A stub language model with scripted greedy choices: after byte c comes c + 1, after "e" the end token."""
     def __init__(self, block_size):
