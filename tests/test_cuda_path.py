@@ -108,7 +108,7 @@ def test_counted_flops_match_the_hand_count():
 
 @pytest.mark.parametrize("pos", ["rope", "alibi"])
 def test_diff_with_v_in_halves_equals_the_shared_v_path_and_the_maps(pos):
-    """The flash-eligible variant (four SDPA calls, V in d-wide halves) computes the same layer, and its gradients."""
+    """The flash-eligible variant (two SDPA calls, V in d-wide halves) computes the same layer, and its gradients."""
     torch.manual_seed(0)
     model = GPT(tiny(attention="diff", pos=pos))
     x, y = batch()
