@@ -5,8 +5,9 @@
 methods  seqft   fine-tune on each task in turn, nothing kept
          replay  a seeded r-fraction of every finished task's train set, mixed into the later tasks' training data
                  (the official replay baseline's ConcatDataset)
-         der     the same buffer, seen in replay steps (one every `replay_cycle` new-task steps) whose loss adds
-                 logit distillation towards the logits stored when the record's task finished (DER++-style)
+         der     the same buffer, seen in replay micro-batches (one after every `replay_cycle` new-task
+                 micro-batches, inside that optimizer step) whose loss adds logit distillation towards the logits
+                 stored when the record's task finished (DER++-style)
          lwf     no buffer: from task 2 on, distill the previous model's outputs on the new task's own inputs (LwF)
          seekr   der + attention distillation on the heads chosen by forgettability x task sensitivity
                  (SEEKR, arXiv 2411.06171, as its official code does it; DESIGN.md §7)
@@ -14,8 +15,12 @@ methods  seqft   fine-tune on each task in turn, nothing kept
 SEEKR, task i (M_{i-1} the model before it, M_i after), each phase a method of ContinualRun that continual() calls:
   pick_buffer   R_i, a seeded random r-fraction of task i's train set
   before_task   draw R_i's query rows, record every head's map A^{M_{i-1}} on it (no grad)
-  train_task    new-task steps with the answer LM loss; every replay_cycle steps a replay step with
-                (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
+  train_task    optimizer steps of grad_accum new-task micro-batches with the answer LM loss; after every
+                replay_cycle of them a replay micro-batch joins the step, with loss
+                (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code); each micro-batch's loss
+                is divided by the step's micro-batch count and one clip covers the step (DeepSpeed's gradient
+                accumulation in the official code). --balance_interval logs each replay part's gradient norm and
+                its share of the update, and warns when one part dwarfs the others (how to pick β at a new scale)
   after_task    on M_i, record by record: stored logits z_i, maps A^{M_i}, gradient g = ∂LM/∂A of every head;
                 S = mean g² normalised within each layer, F = mean (A^{M_{i-1}} - A^{M_i})², I += S ⊙ F;
                 top layer_budget layers by Σ_h I, then the global top head_budget heads inside them; the buffer
@@ -61,7 +66,7 @@ from plumbing import (ConfigError, append_log, eta_text, lock_run_folder, open_r
 
 METHODS = ("seqft", "replay", "der", "lwf", "seekr")
 BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
-REPLAY_STEPS = ("der", "seekr")  # methods with separate replay steps (replay mixes the buffer into its batches)
+REPLAY_STEPS = ("der", "seekr")  # methods with replay micro-batches (replay mixes the buffer into its batches)
 GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
 CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)  # replace the presets
 
@@ -74,18 +79,19 @@ class ContinualConfig:
     iters_per_task: int = 200
     method: str = "seekr"  # seqft, replay, der, lwf, seekr
     replay: float = 0.01  # fraction of each finished task's train set kept for replay (at least one record)
-    replay_cycle: int = 0  # new-task steps per replay step; 0 = len(task batches) // len(replay batches)
+    replay_cycle: int = 0  # new-task micro-batches per replay micro-batch; 0 = task batches // replay batches
     alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (der, lwf, seekr)
     beta: float = 1000.0  # attention-distillation weight (seekr)
     seekr_layer_budget: int = 0  # layers kept by SEEKR's selection; 0 = 75% of layers
     seekr_head_budget: int = 0  # heads kept, inside those layers; 0 = 12.5% of all heads
     seekr_query_budget: int = 0  # random query rows distilled per record; 0 = all
     eval_records: int = 200  # test records per task scored after every task; 0 = all
+    balance_interval: int = 0  # replay micro-batches between gradient-balance readouts (der, seekr); 0 = off
 
 
 RANGES = dict(iters_per_task="[1, inf)", replay="[0, 1]", replay_cycle="[0, inf)", alpha="[0, 1]", beta="[0, inf)",
               seekr_layer_budget="[0, inf)", seekr_head_budget="[0, inf)", seekr_query_budget="[0, inf)",
-              eval_records="[0, inf)")  # checked with train.py's (train.RANGES)
+              eval_records="[0, inf)", balance_interval="[0, inf)")  # checked with train.py's (train.RANGES)
 
 
 def check_continual(cfg):
@@ -179,18 +185,53 @@ def attention_loss(maps, batch, heads, device, effective):
 
 
 def replay_loss(model, batch, method, heads, alpha, beta, pad, device, autocast):
-    """The replay step of der and seekr on buffer records: (1 − α)·LM + α·LD (der), + β·AD (seekr).
-    -> (loss, {"lm", "ld", "ad": values})."""
+    """The replay micro-batch of der and seekr on buffer records: (1 − α)·LM + α·LD (der), + β·AD (seekr).
+    -> ({"lm": (1 − α)·LM, "ld": α·LD, "ad": β·AD}, the weighted terms whose sum is the loss, {"lm", "ld", "ad":
+    the unweighted values})."""
     x, y = record_batch(model, batch, pad, device)
     wanted = sorted({h for r in batch for h in heads[r["task"]]}) if method == "seekr" else []
     with autocast:
         logits, lm, maps = capture(model, x, wanted, y)
     ld = logit_distill(logits, y, torch.cat([r["logp"] for r in batch]).to(device))
-    loss, parts = (1 - alpha) * lm + alpha * ld, {"lm": lm.item(), "ld": ld.item()}  # (1 − α)·LM + α·LD
+    terms, values = {"lm": (1 - alpha) * lm, "ld": alpha * ld}, {"lm": lm.item(), "ld": ld.item()}  # (1 − α)·LM + α·LD
     if method == "seekr":
         ad = attention_loss(maps, batch, heads, device, model.config.attention == "diff")
-        loss, parts["ad"] = loss + beta * ad, ad.item()  # + β·AD
-    return loss, parts
+        terms["ad"], values["ad"] = beta * ad, ad.item()  # + β·AD
+    return terms, values
+
+
+def part_gradients(model, terms, n_micro):
+    """{part: its gradient, one tensor per parameter} of each weighted replay term as it enters the optimizer step
+    (divided by the step's micro-batch count). autograd.grad leaves no .grad and keeps the graph for the backward
+    that follows."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    parts = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term / n_micro, params, retain_graph=True, allow_unused=True)
+        parts[name] = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    return parts
+
+
+def balance_readout(model, parts):
+    """The step's gradient norm (before clipping), each replay part's norm and its share of the update,
+    ⟨g_part, g⟩ / ‖g‖² with g the step's whole accumulated gradient: the shares of all parts and of the new-task
+    micro-batches add up to 1, and clipping scales every part alike, so they are the shares of the clipped update."""
+    total = [p.grad for p in model.parameters() if p.requires_grad]
+    sq = sum(g.float().pow(2).sum() for g in total)
+    row = {"grad_norm": sq.sqrt().item()}
+    for name, grads in parts.items():
+        row[f"grad_{name}"] = sum(g.float().pow(2).sum() for g in grads).sqrt().item()
+        row[f"share_{name}"] = (sum((g.float() * t.float()).sum() for g, t in zip(grads, total)) / sq).item()
+    return row
+
+
+def dominant_part(row, factor=20.0):
+    """The replay part whose gradient norm exceeds every other part's by `factor` (None when balanced)."""
+    norms = {k[len("grad_"):]: v for k, v in row.items() if k.startswith("grad_") and k != "grad_norm"}
+    for name, norm in norms.items():
+        if len(norms) > 1 and all(norm > factor * other for k, other in norms.items() if k != name):
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -384,8 +425,9 @@ class ContinualRun:
         return max(1, round(self.cfg.replay * len(self.train_sets[t]))) if self.cfg.method in BUFFERED else 0
 
     def replay_cycle(self, t, n_pool):
-        """der, seekr: new-task steps per replay step on task t with n_pool buffered records (0: none). By default
-        len(task batches) // len(replay batches): the buffer seen about once per pass over the task."""
+        """der, seekr: new-task micro-batches per replay micro-batch on task t with n_pool buffered records (0:
+        none). By default len(task batches) // len(replay batches): the buffer seen about once per pass over the
+        task, as the official code's replay_cycle."""
         cfg = self.cfg
         if not n_pool or cfg.method not in REPLAY_STEPS:
             return 0
@@ -395,13 +437,15 @@ class ContinualRun:
 
     def check_replay_steps(self):
         """Refuse settings under which der or seekr would take no replay step on some task (and so equal seqft)."""
-        n = self.cfg.iters_per_task
+        cfg = self.cfg
+        n = cfg.iters_per_task * cfg.grad_accum  # new-task micro-batches per task
         for t in range(1, len(self.names)):
             cycle = self.replay_cycle(t, sum(self.buffer_size(j) for j in range(t)))
             if cycle > n:
-                raise ConfigError(f"--method={self.cfg.method} would take no replay step on task {t + 1} "
-                                  f"({self.names[t]}): its replay cycle is {cycle} steps, more than --iters_per_task="
-                                  f"{n}; pass --replay_cycle={n} or smaller, or more --iters_per_task")
+                raise ConfigError(f"--method={cfg.method} would take no replay step on task {t + 1} "
+                                  f"({self.names[t]}): its replay cycle is {cycle} micro-batches, more than the {n} of "
+                                  f"a task (--iters_per_task={cfg.iters_per_task} x --grad_accum={cfg.grad_accum}); "
+                                  f"pass --replay_cycle={n} or smaller, or more --iters_per_task")
 
     def pick_buffer(self, t):
         """Task t's buffer R_t: a seeded random r-fraction of its train set (at least one record)."""
@@ -426,47 +470,79 @@ class ContinualRun:
         return before
 
     def train_task(self, t):
-        """iters_per_task new-task steps (lwf: with distillation towards M_{t-1}); der and seekr: a replay step on
-        the earlier buffers every `cycle` steps, the buffer seen about once per pass over the task."""
-        cfg, model, eot, train = self.cfg, self.model, self.tok.eot, self.train_sets[t]
+        """iters_per_task optimizer steps, each over grad_accum new-task micro-batches (lwf: with distillation
+        towards M_{t-1}). der and seekr: after every `cycle` new-task micro-batches a replay micro-batch on the
+        earlier buffers joins the step it falls in, as the official code's DeepSpeed gradient accumulation does:
+        every micro-batch's loss is divided by the step's micro-batch count, and one clip covers them all."""
+        cfg, model = self.cfg, self.model
         optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
                                                self.device.split(":")[0])  # fresh per task
         teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None  # LwF: M_{t-1}
         pool = [r for buffer in self.state["buffers"] for r in buffer]
-        data = train + pool if cfg.method == "replay" else train  # replay: buffer mixed in (official ConcatDataset)
-        cycle = self.replay_cycle(t, len(pool))
+        data = self.train_sets[t] + pool if cfg.method == "replay" else self.train_sets[t]  # official ConcatDataset
+        cycle, n_replay, warned = self.replay_cycle(t, len(pool)), 0, False
         last_replay, t_last, n_timed = {}, time.time(), 0
         for step in range(cfg.iters_per_task):
-            idx = torch.randint(len(data), (cfg.batch_size,), generator=self.batch_gen).tolist()
-            x, y = record_batch(model, [data[i] for i in idx], eot, self.device)
-            with self.autocast:
-                logits, loss = model(x, y)
-                row = {"task": t, "iter": step, "loss": loss.item()}
-                if teacher is not None:  # LwF: (1 − α)·LM + α·LD towards M_{t-1} on the new inputs
-                    with torch.no_grad():
-                        t_logp = F.log_softmax(teacher(x)[0][y != -1].float(), dim=-1)
-                    ld = logit_distill(logits, y, t_logp)
-                    loss, row["ld"] = (1 - cfg.alpha) * loss + cfg.alpha * ld, ld.item()
-            self.optimizer_step(optimizer, loss)
-            if cycle and (step + 1) % cycle == 0:
-                order = torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()
-                batch = [pool[i] for i in order]
-                r_loss, parts = replay_loss(model, batch, cfg.method, self.state["heads"], cfg.alpha, cfg.beta, eot,
-                                            self.device, self.autocast)
-                self.optimizer_step(optimizer, r_loss)
-                last_replay = {"replay_" + k: v for k, v in parts.items()}  # logged with the next progress line
+            first = step * cfg.grad_accum  # new-task micro-batches of this task before this step
+            due = sum(1 for j in range(first, first + cfg.grad_accum) if cycle and (j + 1) % cycle == 0)
+            n_micro, row, readout = cfg.grad_accum + due, {"task": t, "iter": step}, None
+            for _ in range(cfg.grad_accum):
+                loss, values = self.new_task_loss(data, teacher)
+                (loss / n_micro).backward()
+                for k, v in values.items():
+                    row[k] = row.get(k, 0.0) + v / cfg.grad_accum
+            for _ in range(due):
+                batch = [pool[i] for i in torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()]
+                terms, values = replay_loss(model, batch, cfg.method, self.state["heads"], cfg.alpha, cfg.beta,
+                                            self.tok.eot, self.device, self.autocast)
+                n_replay += 1
+                if cfg.balance_interval and n_replay % cfg.balance_interval == 0:
+                    readout = part_gradients(model, terms, n_micro)
+                (sum(terms.values()) / n_micro).backward()
+                last_replay = {"replay_" + k: v for k, v in values.items()}  # logged with the next progress line
+            if readout is not None:
+                row.update(balance_readout(model, readout))
+                warned = warned or self.warn_balance(t, step, row)
+            self.optimizer_step(optimizer)
             row.update(last_replay)
             n_timed += 1
-            if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1:
+            if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1 or readout is not None:
                 self.progress(t, step, row, (time.time() - t_last) / n_timed)
                 t_last, n_timed = time.time(), 0
 
-    def optimizer_step(self, optimizer, loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def new_task_loss(self, data, teacher):
+        """One new-task micro-batch: the answer LM loss (lwf from task 2: (1 − α)·LM + α·LD towards M_{t-1} on the
+        new inputs) -> (loss, values to log)."""
+        cfg = self.cfg
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=self.batch_gen).tolist()
+        x, y = record_batch(self.model, [data[i] for i in idx], self.tok.eot, self.device)
+        with self.autocast:
+            logits, loss = self.model(x, y)
+            values = {"loss": loss.item()}
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logp = F.log_softmax(teacher(x)[0][y != -1].float(), dim=-1)
+                ld = logit_distill(logits, y, t_logp)
+                loss, values["ld"] = (1 - cfg.alpha) * loss + cfg.alpha * ld, ld.item()
+        return loss, values
+
+    def optimizer_step(self, optimizer):
+        """One clip over the step's accumulated gradient, the update, and the gradients cleared for the next step."""
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def warn_balance(self, t, step, row):
+        """One warning line (once per task) when one replay part's gradient dwarfs the others. -> whether it warned."""
+        part = dominant_part(row)
+        if part is not None:
+            words = {"lm": "(1 − α)·LM", "ld": "α·LD", "ad": "β·AD"}
+            others = ", ".join(f"{words[k]} {row['grad_' + k]:.3g}" for k in words if k != part and "grad_" + k in row)
+            print(f"warning: task {t + 1} step {step}: the replay gradient is almost all {words[part]} "
+                  f"({row['grad_' + part]:.3g} against {others}; {100 * row['share_' + part]:.0f}% of the update); "
+                  f"to balance it, scale --{'beta' if part == 'ad' else 'alpha'}")
+        return part is not None
 
     def progress(self, t, step, row, dt):
         """One log.jsonl row and one progress line; the ETA from this session's average speed."""

@@ -53,7 +53,7 @@ CONTINUAL = [
     (["--replay_cycle=-1"], "--replay_cycle=-1"), (["--seekr_head_budget=-1"], "--seekr_head_budget=-1 must be >= 0"),
     (["--seekr_layer_budget=-3"], "--seekr_layer_budget=-3"), (["--seekr_query_budget=-1"], "--seekr_query_budget"),
     (["--eval_records=-1"], "--eval_records=-1"), (["--dtype=float16"], "float32 or bfloat16"),
-    (["--method=ewc"], "seqft, replay, der, lwf, seekr"),
+    (["--method=ewc"], "seqft, replay, der, lwf, seekr"), (["--balance_interval=-1"], "--balance_interval=-1"),
 ]
 EVAL = [
     (["--eval_len=-1"], "--eval_len=-1 must be >= 0"), (["--max_tokens=0"], "--max_tokens=0"),

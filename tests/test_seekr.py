@@ -1,9 +1,11 @@
 """seekr.py: every piece against a hand-computed or naive case, then tiny continual runs of every method."""
+import copy
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -198,11 +200,12 @@ def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
         x, y = seekr.pad_batch([(r["prompt"], r["answer"])], 63, "cpu", seekr.pad_tail(model))
         r["logp"] = F.log_softmax(model(x)[0][y != -1], -1).detach()
         entropy += (-(r["logp"].exp() * r["logp"]).sum(-1)).tolist()
-    loss, parts = seekr.replay_loss(model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu",
-                                    torch.autocast("cpu", enabled=False))
+    terms, parts = seekr.replay_loss(model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu",
+                                     torch.autocast("cpu", enabled=False))
     assert parts["ad"] == pytest.approx(0.0, abs=1e-7)
     assert parts["ld"] == pytest.approx(sum(entropy) / len(entropy), rel=1e-6)
-    assert loss.requires_grad
+    assert terms["ad"].item() == pytest.approx(1000.0 * parts["ad"], abs=1e-4)  # the weighted terms: β·AD, α·LD
+    assert terms["ld"].item() == pytest.approx(0.5 * parts["ld"], rel=1e-6) and terms["lm"].requires_grad
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -336,9 +339,104 @@ def test_settings_that_make_a_method_a_no_op_are_refused(base, tmp_path):
     replay step comes every 14 // 2 = 7 steps: with 6 steps per task der would never replay, i.e. equal seqft."""
     for method in ("der", "seekr"):
         with pytest.raises(ConfigError, match=f"--method={method} would take no replay step on task 2 \\(first\\): "
-                                              "its replay cycle is 7 steps, more than --iters_per_task=6"):
+                                              "its replay cycle is 7 micro-batches, more than the 6 of a task "
+                                              "\\(--iters_per_task=6 x --grad_accum=1\\)"):
             train.main(continual_args(base, tmp_path / method, f"--method={method}", "--replay_cycle=0"))
         assert not (tmp_path / method / "ckpt.pt").exists()
     one_line_error(subprocess.run([sys.executable, str(ROOT / "train.py"),
                                    *continual_args(base, tmp_path / "cut", "--method=der", "--replay_cycle=9")],
-                                  capture_output=True, text=True, cwd=tmp_path), "replay cycle is 9 steps")
+                                  capture_output=True, text=True, cwd=tmp_path), "replay cycle is 9 micro-batches")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the replay micro-batch inside the optimizer step, and the gradient-balance readout
+
+def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.05):
+    """A ContinualRun with only what train_task reads: a tiny model, task 0 finished (its 3-record buffer with
+    stored logits), task 1 to train; progress() collects the logged rows instead of writing them."""
+    torch.manual_seed(0)
+    run = object.__new__(seekr.ContinualRun)
+    run.cfg = SimpleNamespace(weight_decay=0.1, lr=1e-2, beta1=0.9, beta2=0.95, method=method, grad_accum=grad_accum,
+                              batch_size=2, alpha=0.5, beta=10.0, balance_interval=balance_interval, log_interval=1,
+                              iters_per_task=1, grad_clip=grad_clip, replay_cycle=replay_cycle)
+    run.model, run.device, run.autocast = GPT(tiny()), "cpu", torch.autocast("cpu", enabled=False)
+    run.tok = SimpleNamespace(eot=63)
+    records = [{"prompt": [1 + k, 2, 3], "answer": [4 + k, 63]} for k in range(6)]
+    run.train_sets = [records[:3], records[3:]]
+    buffer = [dict(r, task=0) for r in records[:3]]
+    for r in buffer:
+        x, y = seekr.record_batch(run.model, [r], 63, "cpu")
+        r["logp"] = F.log_softmax(run.model(x)[0][y != -1], -1).detach()
+    run.state = {"buffers": [buffer], "heads": []}
+    run.batch_gen, run.replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    run.rows = []
+    run.progress = lambda t, step, row, dt: run.rows.append(row)
+    return run
+
+
+def test_a_replay_micro_batch_joins_the_step_it_falls_in():
+    """grad_accum 2 and a replay micro-batch after every new-task one: one optimizer step holds 2 new-task and 2
+    replay micro-batches, each loss divided by 4, one clip (active at 0.05) over the sum, one AdamW update."""
+    run = bare_run("der", grad_accum=2, replay_cycle=1)
+    model = copy.deepcopy(run.model)
+    batch_gen, replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    pool, data = run.state["buffers"][0], run.train_sets[1]
+    total = 0
+    for _ in range(2):
+        idx = torch.randint(len(data), (2,), generator=batch_gen).tolist()
+        total = total + model(*seekr.record_batch(model, [data[i] for i in idx], 63, "cpu"))[1] / 4
+    for _ in range(2):
+        batch = [pool[i] for i in torch.randperm(len(pool), generator=replay_gen)[:2].tolist()]
+        x, y = seekr.record_batch(model, batch, 63, "cpu")
+        logits, lm = model(x, y)
+        ld = seekr.logit_distill(logits, y, torch.cat([r["logp"] for r in batch]))
+        total = total + ((1 - 0.5) * lm + 0.5 * ld) / 4  # (1 − α)·LM + α·LD, a quarter of the step
+    total.backward()
+    assert torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05) > 0.05  # the clip acts
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    optimizer.step()
+
+    steps = []
+    plain_step = torch.optim.AdamW.step
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps.append(1), plain_step(self, *a, **k))[1])
+        run.train_task(1)
+    assert len(steps) == 1  # one optimizer step per new-task step, replay included
+    for (name, want), got in zip(model.named_parameters(), run.model.parameters()):
+        assert torch.allclose(got, want, atol=1e-6), name
+    assert run.rows[0]["replay_ld"] > 0 and "grad_norm" not in run.rows[0]  # the readout is off by default
+
+
+def test_the_balance_readout_matches_gradients_by_hand():
+    run = bare_run("der", grad_accum=1, replay_cycle=1, balance_interval=1)
+    model = copy.deepcopy(run.model)
+    batch_gen, replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    params = list(model.parameters())
+    idx = torch.randint(3, (2,), generator=batch_gen).tolist()
+    new_task = model(*seekr.record_batch(model, [run.train_sets[1][i] for i in idx], 63, "cpu"))[1] / 2
+    pool = run.state["buffers"][0]
+    batch = [pool[i] for i in torch.randperm(3, generator=replay_gen)[:2].tolist()]
+    x, y = seekr.record_batch(model, batch, 63, "cpu")
+    logits, lm = model(x, y)
+    parts = {"lm": 0.5 * lm / 2, "ld": 0.5 * seekr.logit_distill(logits, y, torch.cat([r["logp"] for r in batch])) / 2}
+    grads = {k: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True) for k, v in parts.items()}
+    total = torch.autograd.grad(new_task + parts["lm"] + parts["ld"], params, allow_unused=True)
+    flat = lambda gs: torch.cat([g.flatten() for g in gs if g is not None])
+    g = flat(total)
+
+    run.train_task(1)
+    row = run.rows[0]
+    assert row["grad_norm"] == pytest.approx(g.norm().item(), rel=1e-5)
+    for k in ("lm", "ld"):
+        assert row[f"grad_{k}"] == pytest.approx(flat(grads[k]).norm().item(), rel=1e-5)
+        assert row[f"share_{k}"] == pytest.approx((flat(grads[k]) @ g / (g @ g)).item(), rel=1e-4)
+    assert 0 < row["share_lm"] + row["share_ld"] < 1  # the new-task micro-batch holds the rest
+
+
+def test_a_dominant_replay_part_is_named():
+    assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 45.0}) == "ad"
+    assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 30.0}) is None
+    assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0}) is None
+    run = bare_run("der", grad_accum=1, replay_cycle=1)
+    row = {"grad_lm": 1.0, "grad_ld": 50.0, "share_ld": 0.9}
+    assert run.warn_balance(0, 3, row)
