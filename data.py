@@ -377,7 +377,8 @@ def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generat
 # ----------------------------------------------------------------------------- task suite
 # A task is a list of {"prompt": str, "answer": str} records, split into train and test (TRACE's format). Every
 # builtin prompt opens with its task's own instruction word and ends with "A: "; answers have no leading space.
-# They stay short (prompts <= 80 ASCII characters, answers <= 8) because the CPU model reads bytes.
+# They stay short (prompts <= 80 ASCII characters, answers <= 8) because the CPU model reads bytes, and easy enough
+# that the default `python train.py` model learns each to >= 0.6 exact match in 200 fine-tuning steps at lr 1e-3.
 
 BUILTIN_TASKS = ("sentiment", "arithmetic", "python", "cipher", "extract", "reverse")  # the builtin order
 
@@ -393,8 +394,6 @@ THINGS = ("apples", "pens", "stamps", "coins", "books", "eggs", "cards", "shells
           "plums")
 CITIES = ("Oslo", "Lima", "Paris", "Rome", "Cairo", "Tokyo", "Berlin", "Madrid", "Dublin", "Vienna", "Quito",
           "Delhi", "Seoul", "Athens", "Nairobi", "Lisbon", "Hanoi", "Accra", "Bogota", "Havana")
-JOBS = ("baker", "nurse", "pilot", "farmer", "teacher", "doctor", "lawyer", "chef", "clerk", "judge", "miner", "poet",
-        "tailor", "welder")
 CIPHER = {  # English -> made-up words, fixed for every seed: the cipher task learns this dictionary
     "sun": "vuz", "moon": "dov", "star": "kab", "tree": "fuv", "rock": "vil", "fish": "vak", "bird": "neb",
     "cat": "zop", "dog": "pag", "king": "rud", "red": "vis", "blue": "vus", "green": "dol", "big": "div",
@@ -402,7 +401,6 @@ CIPHER = {  # English -> made-up words, fixed for every seed: the cipher task le
     "wind": "sig", "rain": "rok", "house": "lud", "road": "dus", "boat": "ped", "door": "rik", "book": "tem",
     "milk": "nef", "bread": "rez", "salt": "zub", "gold": "geb", "ship": "sif", "horse": "sur", "child": "kim",
     "night": "pok", "day": "fob", "food": "fom", "snow": "tod", "hill": "nev"}
-SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def _sentiment(rng):
@@ -416,27 +414,18 @@ def _sentiment(rng):
 
 
 def _arithmetic(rng):
-    """A one-step word problem with numbers below 20; the result is never negative."""
-    name, things, a = rng.choice(PEOPLE), rng.choice(THINGS), rng.randint(1, 19)
-    if rng.random() < 0.5:
-        b = rng.randint(1, 19)
-        story, result = f"gets {b} more", a + b
-    else:
-        b = rng.randint(1, a)
-        story, result = f"{rng.choice(('gives away', 'loses'))} {b}", a - b
-    return f"Math: {name} has {a} {things} and {story}. How many? A: ", str(result)
+    """A one-step word problem: the sum of two numbers below 10."""
+    name, things, a, b = rng.choice(PEOPLE), rng.choice(THINGS), rng.randint(1, 9), rng.randint(1, 9)
+    return f"Math: {name} has {a} {things} and gets {b} more. How many? A: ", str(a + b)
 
 
 def _python(rng):
-    """The value printed by a three-statement snippet, written on one line to stay short (code)."""
-    v, w = rng.sample("abcmnpxyz", 2)
-    n1, n2, op1, op2 = rng.randint(1, 9), rng.randint(1, 9), rng.choice("+-"), rng.choice("+-*")
-    w_value = n1 + n2 if op1 == "+" else n1 - n2
-    # print(w op2 right): right is v or a constant; a product only by 2 or 3, to keep answers small
-    right = str(rng.randint(2, 3)) if op2 == "*" else rng.choice((v, str(rng.randint(1, 9))))
-    r = n1 if right == v else int(right)
-    printed = {"+": w_value + r, "-": w_value - r, "*": w_value * r}[op2]
-    return f"Python: {v} = {n1}; {w} = {v} {op1} {n2}; print({w} {op2} {right}) Output? A: ", str(printed)
+    """The value printed by a two-statement snippet: a sum or a (non-negative) difference of numbers below 10 (code)."""
+    v, op = rng.choice("abcmnpxyz"), rng.choice("+-")
+    n1, n2 = rng.randint(1, 9), rng.randint(1, 9)
+    if op == "-":
+        n1, n2 = max(n1, n2), min(n1, n2)
+    return f"Python: {v} = {n1}; print({v} {op} {n2}) Output? A: ", str(n1 + n2 if op == "+" else n1 - n2)
 
 
 def _cipher(rng):
@@ -446,18 +435,17 @@ def _cipher(rng):
 
 
 def _extract(rng):
-    """One field of a three-field record, fields in random order (extraction)."""
-    values = {"name": rng.choice(PEOPLE), "age": str(rng.randint(18, 89)), "city": rng.choice(CITIES),
-              "job": rng.choice(JOBS)}
-    keys = rng.sample(sorted(values), 3)
+    """The name or the city of a three-field record (name and city in random order, then an age) (extraction)."""
+    values = {"name": rng.choice(PEOPLE), "city": rng.choice(CITIES)}
+    keys = rng.sample(sorted(values), 2)
     record = "; ".join(f"{k}={values[k]}" for k in keys)
     asked = rng.choice(keys)
-    return f"Record: {record}. {asked}? A: ", values[asked]
+    return f"Record: {record}; age={rng.randint(18, 89)}. {asked}? A: ", values[asked]
 
 
 def _reverse(rng):
-    """A string of 3-5 digits and letters, reversed (unseparated, so five symbols fit an 8-character answer)."""
-    s = "".join(rng.choice(SYMBOLS) for _ in range(rng.randint(3, 5)))
+    """Three digits, reversed."""
+    s = "".join(rng.choice("0123456789") for _ in range(3))
     return f"Reverse: {s} A: ", s[::-1]
 
 

@@ -77,9 +77,8 @@ def test_sentiment_label_follows_words_and_negation(builtin):
 def test_arithmetic_answers_recomputed(builtin):
     for r in by_name(builtin)["arithmetic"]:
         a, b = map(int, re.findall(r"\d+", r["prompt"]))
-        assert a < 20 and b < 20
-        expected = a + b if " more." in r["prompt"] else a - b
-        assert expected >= 0 and r["answer"] == str(expected), r
+        assert 1 <= a <= 9 and 1 <= b <= 9 and " more." in r["prompt"]  # one-step sums below 10: learnable on CPU
+        assert r["answer"] == str(a + b), r
 
 
 def test_python_answers_are_what_python_prints(builtin):
@@ -88,7 +87,7 @@ def test_python_answers_are_what_python_prints(builtin):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             exec(code, {})
-        assert out.getvalue() == r["answer"] + "\n", r
+        assert out.getvalue() == r["answer"] + "\n" and int(r["answer"]) >= 0, r
 
 
 def test_cipher_translates_word_by_word(builtin):
@@ -104,9 +103,10 @@ def test_extract_and_reverse_answers_recomputed(builtin):
     for r in tasks["extract"]:
         record, asked = re.fullmatch(r"Record: (.*)\. (\w+)\? A: ", r["prompt"]).groups()
         assert dict(field.split("=") for field in record.split("; "))[asked] == r["answer"], r
+        assert asked in ("name", "city"), r
     for r in tasks["reverse"]:
         s = r["prompt"].removeprefix("Reverse: ").removesuffix(" A: ")
-        assert 3 <= len(s) <= 5 and r["answer"] == "".join(reversed(s)), r
+        assert len(s) == 3 and s.isdigit() and r["answer"] == "".join(reversed(s)), r
 
 
 # ----------------------------------------------------------------------------- folders in TRACE's layout
