@@ -55,7 +55,8 @@ class BenchConfig:
             check_choice("attentions", a, ATTENTIONS)
         check_ranges(self, dict(n_layer="[0, inf)", n_head="[0, inf)", n_embd="[0, inf)", batch_size="[0, inf)",
                                 block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", dape_q_chunk="[0, inf)",
-                                steps="[1, inf)", warmup="[0, inf)", rounds="[1, inf)", peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
+                                steps="[1, inf)", warmup="[0, inf)", rounds="[1, inf)",
+                                peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
 
 
 MODES = ("train", "infer", "check")

@@ -193,7 +193,8 @@ def replay_loss(model, batch, method, heads, alpha, beta, pad, device, autocast)
     with autocast:
         logits, lm, maps = capture(model, x, wanted, y)
     ld = logit_distill(logits, y, torch.cat([r["logp"] for r in batch]).to(device))
-    terms, values = {"lm": (1 - alpha) * lm, "ld": alpha * ld}, {"lm": lm.item(), "ld": ld.item()}  # (1 − α)·LM + α·LD
+    terms = {"lm": (1 - alpha) * lm, "ld": alpha * ld}  # (1 − α)·LM + α·LD
+    values = {"lm": lm.item(), "ld": ld.item()}
     if method == "seekr":
         ad = attention_loss(maps, batch, heads, device, model.config.attention == "diff")
         terms["ad"], values["ad"] = beta * ad, ad.item()  # + β·AD
@@ -492,7 +493,8 @@ class ContinualRun:
                 for k, v in values.items():
                     row[k] = row.get(k, 0.0) + v / cfg.grad_accum
             for _ in range(due):
-                batch = [pool[i] for i in torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()]
+                order = torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()
+                batch = [pool[i] for i in order]
                 terms, values = replay_loss(model, batch, cfg.method, self.state["heads"], cfg.alpha, cfg.beta,
                                             self.tok.eot, self.device, self.autocast)
                 n_replay += 1
