@@ -279,3 +279,12 @@ def test_progress_lines_arrive_while_the_run_goes_on(tmp_path):
 def test_schedules_script_refuses_stray_arguments():
     with pytest.raises(ConfigError, match="usage: python schedules.py"):
         schedules.main(["--budgets=3"])
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`python train.py --help | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, text=True)
+    proc.stdout.close()  # the reader is gone before the first line (importing torch takes the script a second)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) != 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
