@@ -153,11 +153,10 @@ def main(argv):
               "torch.utils.flop_counter")
         print(f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
               f"{'peak mem':>9} {'time vs standard':>17}")
-    rows = time_types(cfg, runs, n_vocab, device, autocast)
+    rows = time_types(cfg, runs, n_vocab, device, autocast, peak)
     for r in rows.values():
         r.update(vs_standard=r["ms_per_step"] / rows["standard"]["ms_per_step"], device=device, dtype=dtype,
-                 preset=preset, batch_size=run.batch_size, block_size=run.block_size,
-                 mfu=r.pop("model").estimate_mfu(r["tokens_per_sec"], peak))
+                 preset=preset, batch_size=run.batch_size, block_size=run.block_size)
         if cfg.json:
             print(json.dumps(r))
             continue
@@ -167,9 +166,10 @@ def main(argv):
               f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x")
 
 
-def time_types(cfg, runs, n_vocab, device, autocast):
+def time_types(cfg, runs, n_vocab, device, autocast, peak):
     """{attention: its row} with the median step time over cfg.rounds; each round builds and times every type in
-    turn, so a machine whose speed drifts slows all of them alike."""
+    turn, so a machine whose speed drifts slows all of them alike. A type's row is rewritten each round, from the
+    median of its rounds so far: after the last round, the median of all."""
     seconds, rows = {a: [] for a in runs}, {}
     for _ in range(cfg.rounds):
         for attention, run in runs.items():
@@ -177,14 +177,13 @@ def time_types(cfg, runs, n_vocab, device, autocast):
             model = GPT(model_config(run, n_vocab)).to(device)
             s, mem = bench_one(model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup)
             seconds[attention].append(s)
+            median = statistics.median(seconds[attention])
+            tokens_per_sec = run.batch_size * run.block_size / median
             rows[attention] = dict(attention=attention, pos=model.config.pos, params=model.num_params(),
-                                   flops_per_token=model.flops_per_token(), peak_mem_gb=mem / 2**30 if mem else None,
-                                   model=model.to("meta"))  # kept for estimate_mfu only: no memory held
+                                   flops_per_token=model.flops_per_token(), ms_per_step=1000 * median,
+                                   tokens_per_sec=tokens_per_sec, mfu=model.estimate_mfu(tokens_per_sec, peak),
+                                   peak_mem_gb=mem / 2**30 if mem else None)
             del model
-    for attention, row in rows.items():
-        row["ms_per_step"] = 1000 * statistics.median(seconds[attention])
-        row["tokens_per_sec"] = runs[attention].batch_size * runs[attention].block_size / statistics.median(
-            seconds[attention])
     return rows
 
 
