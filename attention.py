@@ -252,7 +252,8 @@ class DiffAttention(Attention):
         self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)  # λinit, §2.1 (layer_idx 0-based)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
-        self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5)  # the per-head normalisation of eq. (3)
+        # the per-head normalisation of eq. (3); diff_subln=False drops it (the ablation, GPTConfig)
+        self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5) if config.diff_subln else nn.Identity()
         self.add_position_params()  # h slopes / kerple pairs, one per differential head
         self.split_v = None  # None: V in halves without bias or dropout (flash-eligible); a bool forces it
 

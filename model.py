@@ -56,6 +56,7 @@ class GPTConfig:
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
     dape_q_chunk: int = 0  # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
+    diff_subln: bool = True  # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
 
     def __post_init__(self):

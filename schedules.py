@@ -10,7 +10,8 @@ wsd       warmup, stable at lr, then decay over the last decay_frac of the run (
           at b − decay_frac·b and decays to min_lr at b (train.py runs it, then resumes the main branch)
 wsd-s     WSD-Simplified (Wen et al. arXiv 2410.05192): cycles [b_{k−1}, b_k], each ending with a decay over the
           last decay_frac of the cycle; the next cycle continues from the decayed weights, the lr back at peak
-          (linearly re-warmed from min_lr over rewarmup_iters if > 0)
+          (linearly re-warmed from min_lr over rewarmup_iters if > 0). decay_of="budget" decays over decay_frac of
+          the whole budget b_k instead, exactly as long as the wsd branch of b_k (equal-decay comparisons)
 cyclic    cyclic cosine: each cycle [b_{k−1}, b_k] is a full cosine from lr to min_lr, then a restart at peak
 
 x runs from 0 at the start of a decay to 1 at its end. Warmup is linear, lr·(step+1)/(warmup_iters+1), reaching
@@ -26,6 +27,7 @@ from plumbing import ConfigError, cli, pyplot
 
 SCHEDULES = ("constant", "cosine", "wsd", "wsd-s", "cyclic")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
+DECAY_OF = ("cycle", "budget")  # wsd-s: what decay_frac is a share of
 MULTI_BUDGET = ("wsd", "wsd-s", "cyclic")  # schedules that give several finished models from one run
 
 
@@ -50,6 +52,11 @@ def decay_len(length, decay_frac):
     return round(decay_frac * length)
 
 
+def cycle_decay_len(start, end, decay_frac, decay_of="cycle"):
+    """Steps of a wsd-s decay in the cycle [start, end]: decay_frac of the cycle, or of the whole budget `end`."""
+    return decay_len(end - start if decay_of == "cycle" else end, decay_frac)
+
+
 def constant(step, lr, warmup_iters):
     return warmup(step, lr, warmup_iters) if step < warmup_iters else lr
 
@@ -71,7 +78,7 @@ def wsd(step, lr, min_lr, warmup_iters, end, decay_iters, decay_shape):
 
 
 def make_schedule(name, lr, min_lr, warmup_iters, max_iters, decay_frac=0.2, decay_shape="sqrt", budgets=None,
-                  rewarmup_iters=0):
+                  rewarmup_iters=0, decay_of="cycle"):
     """lr(step, branch=None) for one of SCHEDULES. `branch` is the budget of a wsd decay branch (None: the main
     branch). Arguments are checked by schedule_problem()."""
     budgets = list(budgets or [max_iters])
@@ -95,13 +102,14 @@ def make_schedule(name, lr, min_lr, warmup_iters, max_iters, decay_frac=0.2, dec
         if name == "wsd-s":
             if start and step - start < rewarmup_iters:  # optional re-warm from the decayed lr back to peak
                 return min_lr + (lr - min_lr) * (step - start + 1) / (rewarmup_iters + 1)
-            return wsd(step, lr, min_lr, warmup_iters, end, decay_len(end - start, decay_frac), decay_shape)
+            return wsd(step, lr, min_lr, warmup_iters, end, cycle_decay_len(start, end, decay_frac, decay_of),
+                       decay_shape)
         raise ValueError(f"unknown schedule {name!r}")
 
     return lr_at
 
 
-def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmup_iters=0):
+def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmup_iters=0, decay_of="cycle"):
     """A one-line description of what is wrong with this combination, or None."""
     if not 0 <= decay_frac <= 1:
         return f"--decay_frac={decay_frac} must lie in [0, 1]"
@@ -122,7 +130,8 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
                    f"same step ({forks}); space the budgets further apart"
     starts = [0] + budgets[:-1]
     for start, end in zip(starts, budgets):
-        if name in ("wsd", "wsd-s") and decay_len(end if name == "wsd" else end - start, decay_frac) < 1:
+        decay = decay_len(end, decay_frac) if name == "wsd" else cycle_decay_len(start, end, decay_frac, decay_of)
+        if name in ("wsd", "wsd-s") and decay < 1:
             return f"the decay of budget {end} would last 0 steps; use a larger --decay_frac or longer budgets"
         if start == 0 and warmup_iters >= end:
             return f"--warmup_iters={warmup_iters} does not end before the first budget {end}"
@@ -131,9 +140,9 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
             return f"the decay of budget {end} ({decay_len(end, decay_frac)} steps) would start before the warmup " \
                    f"ends; use a smaller --decay_frac or --warmup_iters"
         warm = warmup_iters if start == 0 else rewarmup_iters
-        if name == "wsd-s" and decay_len(end - start, decay_frac) + warm > end - start:
-            return f"the decay of budget {end} ({decay_len(end - start, decay_frac)} steps) does not fit in its cycle " \
-                   f"[{start}, {end}] after {warm} warmup steps; use a smaller --decay_frac or further-apart --budgets"
+        if name == "wsd-s" and decay + warm > end - start:
+            return f"the decay of budget {end} ({decay} steps) does not fit in its cycle [{start}, {end}] after " \
+                   f"{warm} warmup steps; use a smaller --decay_frac, further-apart --budgets or --decay_of=cycle"
     return None
 
 

@@ -47,7 +47,7 @@ from model import GPT, model_config, peak_flops, shape_keys
 from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
                       open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
                       rng_state, save_atomic, setup_device, start_run, tokens_per_step)
-from schedules import DECAY_SHAPES, SCHEDULES, decay_len, make_schedule, schedule_problem
+from schedules import DECAY_OF, DECAY_SHAPES, SCHEDULES, cycle_decay_len, decay_len, make_schedule, schedule_problem
 
 
 @dataclass
@@ -76,6 +76,7 @@ class Config(seekr.ContinualConfig):
     dape_kernel: int = 3
     dape_channels: int = 32
     dape_q_chunk: int = 0  # DAPE V2 query rows per chunk in training (0: all): the lower triangle only
+    diff_subln: bool = True  # diff's per-head RMSNorm (eq. 3); --diff_subln=false is the ablation
     activation_checkpointing: bool = False  # recompute each block in the backward pass: for long blocks (DAPE)
     # optimisation
     batch_size: int = 32
@@ -87,6 +88,7 @@ class Config(seekr.ContinualConfig):
     warmup_iters: int = 100
     decay_frac: float = 0.2  # wsd / wsd-s: the decay's share of the run (of each budget, each cycle)
     decay_shape: str = "sqrt"
+    decay_of: str = "cycle"  # wsd-s: decay over decay_frac of each cycle, or of the whole budget (as wsd does)
     budgets: str = ""  # "b1,b2,...,max_iters": compute budgets, steps at which a finished model is wanted
     rewarmup_iters: int = 0  # wsd-s: steps to climb back to the peak after each budget
     weight_decay: float = 0.1
@@ -114,7 +116,7 @@ class Config(seekr.ContinualConfig):
             raise ConfigError(f"--min_lr={self.min_lr} is above --lr={self.lr}; the floor must not exceed the peak")
         self.pos = model_config(self, n_vocab=1).pos  # GPTConfig checks the model's shape and resolves pos=auto
         problem = schedule_problem(self.schedule, self.warmup_iters, self.max_iters, self.decay_frac,
-                                   compute_budgets(self) if self.budgets else [], self.rewarmup_iters)
+                                   compute_budgets(self) if self.budgets else [], self.rewarmup_iters, self.decay_of)
         if problem:
             raise ConfigError(problem)
         if self.mode == "continual":
@@ -134,7 +136,7 @@ PRESETS = {
                  eval_interval=500, eval_iters=40, ckpt_interval=1000),  # fineweb:100: 10B tokens, one pass
 }
 CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=seekr.METHODS, schedule=SCHEDULES,
-               decay_shape=DECAY_SHAPES, tokenizer=TOKENIZERS, device=("auto", "cpu", "cuda", "mps"),
+               decay_shape=DECAY_SHAPES, decay_of=DECAY_OF, tokenizer=TOKENIZERS, device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
 RANGES = dict(  # every numeric flag's interval ([ includes the end, ( excludes it); the model's are GPTConfig's
     seed="[0, inf)", batch_size="[1, inf)", grad_accum="[1, inf)", max_iters="[1, inf)", lr="(0, inf)", min_lr="[0, inf)", warmup_iters="[0, inf)",
@@ -372,7 +374,7 @@ def train(cfg, proc, data, run):
     budgets = compute_budgets(cfg)
     forks = {b - decay_len(b, cfg.decay_frac): b for b in budgets[:-1]} if cfg.schedule == "wsd" else {}
     lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters,
-                          cfg.decay_frac, cfg.decay_shape, budgets, cfg.rewarmup_iters)
+                          cfg.decay_frac, cfg.decay_shape, budgets, cfg.rewarmup_iters, cfg.decay_of)
     accum = cfg.grad_accum // proc.world
     tokens_per_iter = tokens_per_step(cfg)
     peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(proc.device))
@@ -517,11 +519,13 @@ def plot_losses(out_dir):
                     lw=1, label=f"unigram baseline {unigram:.2f} bits/byte" + (" (above the plot)" if above else ""))
     budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
     lr_at = make_schedule(cfg["schedule"], cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"],
-                          cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"])
+                          cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"],
+                          cfg.get("decay_of", "cycle"))
     ax_lr.plot([s * per_step for s in range(cfg["max_iters"])], [lr_at(s) for s in range(cfg["max_iters"])], "k", lw=1)
     decays = []  # (start, end) of the decays the main branch runs
     if cfg["schedule"] == "wsd-s":
-        decays = [(b - decay_len(b - start, cfg["decay_frac"]), b) for start, b in zip([0] + budgets[:-1], budgets)]
+        decays = [(b - cycle_decay_len(start, b, cfg["decay_frac"], cfg.get("decay_of", "cycle")), b)
+                  for start, b in zip([0] + budgets[:-1], budgets)]
     elif cfg["schedule"] == "wsd":  # the earlier budgets' decays run in branches, off this plot
         decays = [(cfg["max_iters"] - decay_len(cfg["max_iters"], cfg["decay_frac"]), cfg["max_iters"])]
     for a in (ax, ax_lr):

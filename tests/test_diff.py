@@ -42,20 +42,22 @@ def naive_diff_attention(x, attn, layer_idx, pos):
                 A[a, r, :r + 1] = torch.softmax(scores, dim=0)
         eff = A[0] - lam * A[1]  # A1 − λ·A2
         head = eff @ v[:, 2 * i * d:2 * (i + 1) * d]  # (T, 2d)
-        head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.subln.weight  # RMSNorm
+        if isinstance(attn.subln, torch.nn.RMSNorm):  # diff_subln=False (the ablation) drops it
+            head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.subln.weight  # RMSNorm
         heads.append(head * (1 - lambda_init))
         maps.append(eff)
     return torch.cat(heads, dim=1) @ attn.c_proj.weight.T, torch.stack(maps)
 
 
-@pytest.mark.parametrize("pos", ["rope", "nope", "alibi"])
-def test_diff_matches_naive_loop(pos):
+@pytest.mark.parametrize("pos,subln", [("rope", True), ("nope", True), ("alibi", True), ("rope", False)])
+def test_diff_matches_naive_loop(pos, subln):
     torch.manual_seed(0)
-    model = GPT(tiny(pos=pos, block_size=8)).eval()
+    model = GPT(tiny(pos=pos, block_size=8, diff_subln=subln)).eval()
     attn = model.transformer.h[1].attn
+    assert any("subln" in name for name, _ in model.named_parameters()) == subln
     with torch.no_grad():  # move λ well away from λinit and make the RMSNorm weight matter
-        for p in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2, attn.subln.weight):
-            p.normal_(0.0, 0.5).add_(p.new_ones(()) if p is attn.subln.weight else 0.0)
+        for p in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2, *attn.subln.parameters()):
+            p.normal_(0.0, 0.5).add_(p.new_ones(()) if p is getattr(attn.subln, "weight", None) else 0.0)
         attn.c_proj.weight.normal_(0.0, 0.1)
     assert abs(attn.lam().item() - attn.lambda_init) > 0.1
     x = torch.randn(1, 8, 32)

@@ -58,6 +58,20 @@ def test_wsd_s_returns_to_peak_after_each_budget():
     assert lr(MAX) == pytest.approx(MIN_LR)
 
 
+def test_wsd_s_decay_of_budget_matches_the_wsd_branches():
+    """--decay_of=budget: each wsd-s decay as long as the wsd branch of its budget, step for step the same lr."""
+    budgets = [40, 80, 160]  # decays of 0.2·b: 8, 16, 32 steps, each inside its cycle
+    s = make_schedule("wsd-s", LR, MIN_LR, WARMUP, 160, 0.2, "sqrt", budgets, decay_of="budget")
+    w = make_schedule("wsd", LR, MIN_LR, WARMUP, 160, 0.2, "sqrt", budgets)
+    for b, d in ((40, 8), (80, 16), (160, 32)):
+        assert s(b - d - 1) == LR
+        for step in range(b - d, b):
+            x = (step - (b - d)) / d
+            assert s(step) == pytest.approx(LR - (LR - MIN_LR) * math.sqrt(x))  # 1-sqrt over 0.2·b steps
+            assert s(step) == pytest.approx(w(step, branch=b if b < 160 else None))
+    assert schedule_problem("wsd-s", WARMUP, 100, 0.5, BUDGETS, decay_of="budget").startswith("the decay of budget 60")
+
+
 def test_wsd_s_rewarmup():
     lr = make_schedule("wsd-s", LR, MIN_LR, WARMUP, MAX, 0.2, "sqrt", BUDGETS, rewarmup_iters=4)
     assert lr(40) == pytest.approx(MIN_LR + (LR - MIN_LR) * 1 / 5)
