@@ -6,6 +6,9 @@ corpora     stdlib       the Python standard library's .py files (tests excluded
             text:PATH    any UTF-8 text file or folder of them
             shakespeare  tiny Shakespeare (1.1 MB), downloaded with urllib the first time
             fineweb[:N]  GPT-2 token shards (256×int32 header, then uint16), val shard + N train shards
+            mqar[:pairs=N,keys=K]   multi-query associative recall (Zoology, arXiv 2312.04927), generated batch
+                         by batch from the run's generator: N key-value pairs, then each key once as a query; the
+                         loss is on the N answers only. No files, no download (MQAR, answer_accuracy)
 task suite  builtin      six generated tasks of {"prompt", "answer"} records (sentiment ... reverse), from a seed
             DIR          TRACE's layout: DIR/<task>/{train,test}.json (or .jsonl); `python data.py --write_tasks=DIR`
 
@@ -42,7 +45,7 @@ import torch
 from plumbing import DataError, cli
 
 TOKENIZERS = ("gpt2", "bytes")
-DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N]"
+DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N], mqar[:pairs=N,keys=K]"
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/"
@@ -276,6 +279,10 @@ def corpus_folder(dataset, tokenizer, data_dir):
             raise DataError("fineweb shards hold GPT-2 tokens; pass --tokenizer=gpt2")
         n = int(arg or 1)
         name = f"fineweb{n if n > 1 else ''}"
+    elif kind == "mqar":
+        raise DataError(f"--dataset={dataset} is generated batch by batch, not a text corpus prepared on disk, so it "
+                        "has no text loss (nor a general val loss for --mode=continual); an mqar model is scored "
+                        "by `python eval.py --mode=recall`")
     else:
         raise DataError(f"--dataset={dataset} is not one of {DATASETS}")
     return Path(data_dir) / f"{name}-{tokenizer}"
@@ -367,11 +374,95 @@ def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generat
     """nanoGPT's sampler: batch_size random windows; y is x shifted left by one. Int64 CPU tensors. rows: a slice
     of the batch to build (a DDP rank's share); the generator draws the whole batch's starts either way, so every
     rank stays in step and together they build exactly the one-process batch."""
+    if isinstance(tokens, MQAR):  # a generated task stands in for the token file, so the loop and evaluate() hold
+        return tokens.batch(batch_size, block_size, generator, rows)
     ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
     ix = ix if rows is None else ix[rows]
     x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
     y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
     return x, y
+
+
+# ----------------------------------------------------------------------------- multi-query associative recall
+
+MQAR_OPTIONS = dict(pairs=8, keys=64)  # defaults: chance 1/8; the 8 values in context are 1/8 of the 64 values
+MQAR_EXAMPLE = "--dataset=mqar:pairs=8,keys=64"
+
+
+class MQAR:
+    """Multi-query associative recall (Zoology, arXiv 2312.04927 §3): a sequence holds N key-value pairs
+    `k1 v1 ... kN vN` (keys distinct, drawn from K keys; values distinct, drawn from K values), then a query region
+    of filler in which each key appears once more, at a random even offset, in random order. The target at a query
+    is the value paired with that key; every other target is -1 (ignored by the loss). Ids: 0 filler, keys 1..K,
+    values K+1..2K. The offsets are uniform here (Zoology draws them from a power law that favours short gaps),
+    and the filler is 0 (Zoology's random_non_queries puts random tokens there)."""
+
+    def __init__(self, pairs: int, keys: int):
+        self.pairs, self.keys = pairs, keys
+
+    @property
+    def name(self):
+        return f"mqar:pairs={self.pairs},keys={self.keys}"
+
+    @property
+    def chance(self):
+        return 1 / self.pairs  # knowing the answer is one of the N values in the context, but not which
+
+    def recall_text(self, accuracy: float) -> str:
+        return f"recall accuracy {accuracy:.3f} (chance {self.chance:.3f})"
+
+    def check(self, block_size: int, n_vocab: int) -> None:
+        """DataError unless a sequence of block_size fits the pairs and their queries, and the ids fit n_vocab."""
+        if block_size < 4 * self.pairs:  # 2N for the pairs, 2N for N query slots two apart
+            raise DataError(f"--dataset={self.name} needs --block_size >= 4 x pairs = {4 * self.pairs} (the pairs, "
+                            f"then a query and a filler per pair), but --block_size={block_size}; pass "
+                            f"--block_size={4 * self.pairs} or fewer pairs, e.g. mqar:pairs={block_size // 4}")
+        if 2 * self.keys + 1 > n_vocab:
+            raise DataError(f"--dataset={self.name} uses ids 0..{2 * self.keys} (filler, {self.keys} keys, "
+                            f"{self.keys} values), beyond the tokenizer's {n_vocab} ids; pass "
+                            f"keys<={(n_vocab - 1) // 2}")
+
+    def batch(self, batch_size: int, T: int, generator: torch.Generator, rows=None):
+        """(x, y) int64 (batch_size, T) CPU tensors. rows: the slice of the batch to return (a DDP rank's share);
+        the whole batch is drawn either way, so every rank stays in step with the one-process batch."""
+        N, K = self.pairs, self.keys
+        draw = lambda n: torch.rand(batch_size, n, generator=generator).argsort(dim=1)[:, :N]  # N of n, no repeats
+        keys = draw(K) + 1  # (B, N)
+        values = draw(K) + K + 1  # (B, N)
+        slots = draw((T - 2 * N + 1) // 2)  # (B, N): query k sits at offset 2·slots[k] of the query region
+        queries = 2 * N + 2 * slots  # (B, N) positions in the sequence
+        x = torch.zeros(batch_size, T, dtype=torch.long)
+        x[:, 0:2 * N:2] = keys
+        x[:, 1:2 * N:2] = values
+        x.scatter_(1, queries, keys)
+        y = torch.full((batch_size, T), -1, dtype=torch.long).scatter_(1, queries, values)
+        return (x, y) if rows is None else (x[rows], y[rows])
+
+
+def mqar_task(dataset: str):
+    """--dataset=mqar[:pairs=N,keys=K] -> its MQAR (MQAR_OPTIONS fill what is not given); None for a corpus."""
+    kind, colon, options = dataset.partition(":")
+    if kind != "mqar":
+        return None
+    values = dict(MQAR_OPTIONS)
+    for option in options.split(",") if colon else []:
+        key, eq, value = option.partition("=")
+        if key not in MQAR_OPTIONS or not eq:
+            raise DataError(f"--dataset={dataset}: {option!r} is not an mqar option; the options are "
+                            f"{', '.join(f'{k}=N' for k in MQAR_OPTIONS)}, e.g. {MQAR_EXAMPLE}")
+        if not value.isdigit() or int(value) < 1:
+            raise DataError(f"--dataset={dataset}: {key}={value} must be a whole number >= 1, e.g. {MQAR_EXAMPLE}")
+        values[key] = int(value)
+    if values["pairs"] > values["keys"]:
+        raise DataError(f"--dataset={dataset}: pairs={values['pairs']} distinct keys cannot be drawn from "
+                        f"keys={values['keys']}; pass keys >= pairs, e.g. {MQAR_EXAMPLE}")
+    return MQAR(values["pairs"], values["keys"])
+
+
+def answer_accuracy(logits, targets) -> float:
+    """The fraction of answers (targets != -1) whose argmax logit is the target: recall accuracy for mqar."""
+    answers = targets != -1
+    return (logits.argmax(dim=-1)[answers] == targets[answers]).float().mean().item()
 
 
 # ----------------------------------------------------------------------------- task suite

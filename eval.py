@@ -20,6 +20,18 @@ maps         (--ckpt=A,B,...) the attention of --prompt (default: a short line o
              (standard: softmax; diff: A1, A2, A1 − λ·A2 with λ in the title; dape: S + B, the conv's correction,
              softmax(S')), and a column per --layers × --heads (default: the first and last layer, heads 0 and 1).
              A row shares one colour scale, diverging and centred at 0 where it has negative entries.
+recall       (--ckpt=A,B,...) multi-query associative recall for `--dataset=mqar` checkpoints: the fraction of
+             answers whose argmax is the right value, over --batches × --batch_size sequences generated from --seed
+             (the same for every checkpoint), at each --pairs × --lengths (default: the checkpoint's own pairs and
+             block_size; longer lengths test recall past the training length, refused for learned positions).
+             Also, at the checkpoint's own pairs and length, the attention on the answer: for every layer and head,
+             the share of |a_ij| at each query that falls on the queried pair (its key and its value), from the
+             captured maps (diff: the effective A1 − λ·A2, whose negative entries count by magnitude), on 2
+             batches. A line per point, named by run, pairs and length unless one checkpoint is scored at its own
+             task (`recall accuracy 0.874 (chance 0.125)`), then a line per checkpoint with its best head's share;
+             recall.json (every point and the share table) and recall.png (redrawn from the json by plot_recall:
+             accuracy against pairs and against length, mean ± std over the checkpoints of each attention type) in
+             the first run's folder or --out.
 schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against the compute spent to get it
              (tokens, decay branches included), as a table and schedules_compare.png with a second panel of the
              train-loss curves, where each decay's drop shows
@@ -43,7 +55,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import bits_per_byte, check_block, get_tokenizer, load_meta, load_split, prepare
+from data import (MQAR, answer_accuracy, bits_per_byte, check_block, get_tokenizer, load_meta, load_split, mqar_task,
+                  prepare)
 from model import GPT, GPTConfig
 from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, cli, load_checkpoint, parse_flags,
                       pyplot, read_log, setup_device, tokens_per_step)
@@ -62,7 +75,7 @@ class EvalConfig:
     eval_len: int = 0  # window length; default the checkpoint's block_size
     max_tokens: int = 1 << 20
     batch_size: int = 8
-    batches: int = 4  # outliers: how many batches of windows
+    batches: int = 4  # outliers: how many batches of windows; recall: of generated sequences per point
     # sample, maps
     prompt: str = ""  # sample: default the end-of-text token; maps: default a short line of code (DEFAULT_PROMPT)
     max_new_tokens: int = 200
@@ -71,10 +84,12 @@ class EvalConfig:
     num_samples: int = 1
     seed: int = 1337
     # extrapolate
-    lengths: str = ""  # comma-separated; default: the first run's block_size × 1, 2, 4, ... 32, up to 8192
+    lengths: str = ""  # comma-separated; extrapolate: block_size × 1, 2, ... 32, up to 8192; recall: block_size
     windows: int = 8  # val windows per length, the same ones at every length
     tail: int = 256  # tokens scored at the end of each window
     q_chunk: int = 128  # DAPE query rows per chunk; 0: all at once
+    # recall
+    pairs: str = ""  # comma-separated key-value pairs per sequence; default the checkpoint's
     # maps
     layers: str = ""  # comma-separated layer indices; default the first and the last layer
     heads: str = ""  # comma-separated head indices (diff: its differential heads); default the first two
@@ -87,6 +102,7 @@ class EvalConfig:
             check_choice(key, getattr(self, key), allowed)
         check_ranges(self, RANGES)
         for key, low, what, example in (("lengths", 1, "token counts", "128,256,512"),
+                                         ("pairs", 1, "numbers of key-value pairs (integers >= 1)", "4,8,16"),
                                          ("layers", 0, "layer indices (integers >= 0)", "0,1"),
                                          ("heads", 0, "head indices (integers >= 0)", "0,1")):
             text = getattr(self, key)
@@ -97,7 +113,8 @@ class EvalConfig:
 RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)", batches="[1, inf)",
               max_new_tokens="[0, inf)", temperature="[0, inf)", top_k="[0, inf)", num_samples="[1, inf)",
               seed="[0, inf)", windows="[1, inf)", tail="[1, inf)", q_chunk="[0, inf)")  # [ includes the end
-CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "maps", "schedules", "compare", "continual"),
+CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "maps", "recall", "schedules", "compare",
+                     "continual"),
                split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"))
 
@@ -525,6 +542,169 @@ def draw_maps(cfg, paths, device):
     return [file for _, file, *_ in jobs]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# recall: multi-query associative recall of --dataset=mqar checkpoints, and where their heads look
+
+SHARE_BATCHES = 2  # batches of the answer-share measurement: the maps are (B, heads, T, T) per layer
+
+
+@torch.no_grad()
+def recall_accuracy(model, task, length, batches, batch_size, seed, device, autocast):
+    """answer_accuracy over batches × batch_size sequences of `length` tokens from a generator seeded with `seed`
+    (the same sequences for every model of the same task). Only the answers' logits are computed: at long lengths
+    the (T, vocab) logits would dwarf the model."""
+    gen = torch.Generator().manual_seed(seed)
+    right = 0.0
+    for _ in range(batches):
+        x, y = task.batch(batch_size, length, gen)
+        x, y = x.to(device), y.to(device)
+        answers = y != -1
+        with autocast:
+            logits = model.lm_head(model.features(x)[answers])  # (batch_size·pairs, vocab)
+        right += answer_accuracy(logits.float(), y[answers])
+    return right / batches  # every batch holds batch_size·pairs answers: the mean of the batches is the whole's
+
+
+def answer_share(att, x, y, pairs):
+    """The attention on the answer: at each query i (y != -1), the share sum_{j in pair} |a_ij| / sum_j |a_ij|,
+    where the pair is the queried key's position in the context and the value after it. att (B, H, T, T); x, y
+    (B, T) -> (H,) the mean over every query of the batch."""
+    b, i = (y != -1).nonzero(as_tuple=True)  # (Q,) each query's row and position
+    key_at = 2 * (x[b, 0:2 * pairs:2] == x[b, i][:, None]).long().argmax(dim=1)  # (Q,) where its key sits
+    rows = att[b, :, i].abs()  # (Q, H, T): each query's attention row, head by head
+    pair = torch.stack([key_at, key_at + 1], dim=1)[:, None, :].expand(-1, rows.size(1), -1)  # (Q, H, 2)
+    return (rows.gather(2, pair).sum(-1) / rows.sum(-1)).mean(dim=0)
+
+
+@torch.no_grad()
+def answer_shares(model, task, length, batch_size, seed, device):
+    """answer_share of every layer and head -> (n_layer, heads) tensor, over SHARE_BATCHES batches at the task and
+    length given, from the captured maps (GPT.attention_maps; diff: the effective map A1 − λ·A2). fp32."""
+    gen = torch.Generator().manual_seed(seed)
+    heads = {layer: list(range(block.attn.n_head)) for layer, block in enumerate(model.transformer.h)}
+    total = 0
+    for _ in range(SHARE_BATCHES):
+        x, y = task.batch(batch_size, length, gen)
+        maps = model.attention_maps(x.to(device), heads)[2]  # {layer: (B, heads, T, T)}
+        total = total + torch.stack([answer_share(maps[layer].float().cpu(), x, y, task.pairs) for layer in heads])
+    return total / SHARE_BATCHES
+
+
+def recall_jobs(cfg, paths, device):
+    """Every checkpoint loaded with its task and its (pairs, lengths) grid, all checked before the first point runs
+    -> [(path, model, run, task, pairs, lengths)]."""
+    jobs = []
+    for path in paths:
+        model, run = load_model(path, device)
+        task = mqar_task(run["dataset"])
+        if task is None:
+            raise ConfigError(f"{path} was trained on --dataset={run['dataset']}, not mqar; --mode=recall scores "
+                              "checkpoints of `python train.py --dataset=mqar`")
+        pairs = [int(n) for n in cfg.pairs.split(",")] if cfg.pairs else [task.pairs]
+        lengths = [int(n) for n in cfg.lengths.split(",")] if cfg.lengths else [model.config.block_size]
+        if model.config.pos == "learned" and max(lengths) > model.config.block_size:
+            raise ConfigError(f"{path} uses learned positions, which stop at block_size={model.config.block_size}; "
+                              f"drop it or keep --lengths <= {model.config.block_size}")
+        for p in pairs:
+            if p > task.keys:
+                raise ConfigError(f"--pairs={cfg.pairs}: {p} distinct keys cannot be drawn from the {task.keys} keys "
+                                  f"{path} was trained on; keep --pairs <= {task.keys}")
+            if min(lengths) < 4 * p:
+                raise ConfigError(f"--pairs={p} needs sequences of >= 4 x pairs = {4 * p} tokens (the pairs, then a "
+                                  f"query and a filler per pair), but length {min(lengths)} is asked for; drop it "
+                                  f"from --lengths or keep --pairs <= {min(lengths) // 4}")
+        jobs.append((path, model, run, task, pairs, lengths))
+    return jobs
+
+
+def recall_run(cfg, path, model, run, task, pairs, lengths, device, autocast, named):
+    """One checkpoint's points (a line each) and its answer-share table (a line) -> its entry in recall.json."""
+    model.set_q_chunk(cfg.q_chunk)
+    prefix = f"{checkpoint_name(path)} " if named else ""
+    points = []
+    for p in pairs:
+        for n in lengths:
+            at = MQAR(p, task.keys)
+            acc = recall_accuracy(model, at, n, cfg.batches, cfg.batch_size, cfg.seed, device, autocast)
+            points.append(dict(pairs=p, length=n, accuracy=acc, chance=at.chance))
+            where = f"{prefix}pairs {p} length {n}: " if named else ""
+            print(where + at.recall_text(acc), flush=True)
+    share = answer_shares(model, task, model.config.block_size, cfg.batch_size, cfg.seed, device)
+    layer, head = divmod(share.argmax().item(), share.size(1))
+    print(f"{prefix.strip() + ': ' if named else ''}attention on the answer pair: best head L{layer}.H{head} "
+          f"{share.max().item():.2f}, mean over heads {share.mean().item():.2f}")
+    return dict(ckpt=str(path), label=checkpoint_name(path), attention=run["attention"], pos=model.config.pos,
+                type=f"{run['attention']}/{model.config.pos}", params=model.num_params(), seed=run["seed"],
+                preset=run["preset"], n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"],
+                dataset=run["dataset"], tokens=run["max_iters"] * tokens_per_step(run),
+                block_size=model.config.block_size, pairs=task.pairs, keys=task.keys, points=points,
+                answer_share=share.tolist(), answer_share_at=dict(pairs=task.pairs, length=model.config.block_size))
+
+
+def recall(cfg, paths, device, autocast):
+    """--mode=recall: every checkpoint at every (pairs, length), its answer shares, recall.json and recall.png."""
+    jobs = recall_jobs(cfg, paths, device)
+    named = len(paths) > 1 or bool(cfg.pairs or cfg.lengths)  # one line alone needs no name
+    runs = [recall_run(cfg, *job, device, autocast, named) for job in jobs]
+    out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recall.json").write_text(json.dumps(
+        dict(seed=cfg.seed, batches=cfg.batches, batch_size=cfg.batch_size, share_batches=SHARE_BATCHES,
+             device=str(device), runs=runs), indent=2))
+    plot_recall(out / "recall.json")
+    print(f"wrote {out}/recall.json and {out}/recall.png")
+
+
+def recall_curve(res, kind, axis, fixed):
+    """{x: [accuracy of each checkpoint of this attention type]} and {x: chance} along `axis` (pairs or length),
+    at each checkpoint's training value of `fixed` (its pairs, or its block_size)."""
+    accs, chance = {}, {}
+    for r in res["runs"]:
+        at = r["block_size"] if fixed == "length" else r["pairs"]
+        for p in r["points"]:
+            if r["type"] == kind and p[fixed] == at:
+                accs.setdefault(p[axis], []).append(p["accuracy"])
+                chance[p[axis]] = p["chance"]
+    return accs, chance
+
+
+def plot_recall(path):
+    """recall.png beside recall.json: accuracy against pairs (at the training length) and against length (at the
+    training pairs), one line per attention type, the mean over its checkpoints (seeds) with std error bars, chance
+    dashed."""
+    plt = pyplot()
+    res = json.loads(Path(path).read_text())
+    types = list(dict.fromkeys(r["type"] for r in res["runs"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, axis, fixed, xlabel in ((axes[0], "pairs", "length", "key-value pairs per sequence"),
+                                    (axes[1], "length", "pairs", "sequence length (tokens)")):
+        chance = {}
+        for i, kind in enumerate(types):
+            accs, c = recall_curve(res, kind, axis, fixed)
+            chance.update(c)
+            xs = sorted(accs)
+            n = sum(r["type"] == kind for r in res["runs"])
+            ax.errorbar(xs, [np.mean(accs[x]) for x in xs], yerr=[np.std(accs[x]) for x in xs], fmt="o-",
+                        capsize=3, color=f"C{i}", label=f"{kind} (mean ± std of {n} checkpoint{'s' * (n > 1)})")
+        xs = sorted(chance)
+        ax.plot(xs, [chance[x] for x in xs], "--", color="gray", label="chance (1 / pairs)")
+        if axis == "length" and xs and xs[-1] >= 4 * xs[0]:
+            ax.set_xscale("log", base=2)
+        if xs:
+            ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_ylim(0, 1.02)
+        ax.set(xlabel=xlabel, ylabel="recall accuracy (fraction of answers right)",
+               title=f"against {axis}, at the training {fixed}" + ("" if xs else " (none evaluated)"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    r0 = res["runs"][0]
+    fig.suptitle(f"MQAR recall (keys={r0['keys']}): {shared_title(res['runs'])}, trained on {r0['tokens'] / 1e6:.2f}M "
+                 f"tokens; {res['batches']}x{res['batch_size']} sequences per point, seed {res['seed']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(Path(path).with_suffix(".png"), dpi=100)
+    plt.close(fig)
+
+
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
     if cfg.mode in ("schedules", "compare", "continual"):  # these read run folders, not checkpoints
@@ -546,8 +726,11 @@ def main(argv):
         for path in draw_maps(cfg, cfg.ckpt, device):
             print(f"wrote {path}")
         return
+    if cfg.mode == "recall":
+        return recall(cfg, cfg.ckpt, device, autocast)
     if len(cfg.ckpt) > 1:
-        raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate or maps")
+        raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate, maps or "
+                          "recall")
     model, run = load_model(cfg.ckpt[0], device)
     if cfg.mode == "loss":
         report_loss(cfg, model, run, device, autocast)

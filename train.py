@@ -19,6 +19,9 @@ Design choices:
   decay branch per budget from a copy of the full training state and returns to it; wsd-s and cyclic decay inside
   the one run. Every log row carries `tokens`, the compute spent so far (branches included); a resumed run keeps
   exactly the rows logged before its checkpoint's `tokens`.
+- --dataset=mqar (multi-query associative recall, data.MQAR) is generated batch by batch from the same generators
+  (train: the run's, which the checkpoint saves; val: evaluate()'s fixed one), and its evals report recall accuracy
+  on the answers (val_acc) where a text corpus reports bits per byte.
 - --mode=continual hands the run to seekr.continual: fine-tune --init_from on a task sequence with SEEKR or a
   baseline. Its defaults (seekr.CONTINUAL_DEFAULTS) replace the presets; the model's shape and tokenizer come from
   the checkpoint.
@@ -41,8 +44,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import seekr
-from data import (TOKENIZERS, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer, is_prepared,
-                  load_meta, load_split, prepare)
+from data import (TOKENIZERS, answer_accuracy, bits_per_byte, check_block, corpus_folder, get_batch, get_tokenizer,
+                  is_prepared, load_meta, load_split, mqar_task, prepare)
 from model import GPT, model_config, peak_flops, shape_keys
 from plumbing import (ConfigError, append_log, check_choice, check_ranges, cli, eta_text, lock_run_folder,
                       open_run_folder, parse_flags, print_help, pyplot, read_log, restore_rng, resume_checkpoint,
@@ -60,7 +63,7 @@ class Config(seekr.ContinualConfig):
     seed: int = 1337
     mode: str = "pretrain"  # pretrain, or continual (fine-tune --init_from on a task sequence: seekr.py)
     # data
-    dataset: str = "stdlib"
+    dataset: str = "stdlib"  # stdlib, text:PATH, shakespeare, fineweb[:N]; or mqar[:pairs=N,keys=K], generated
     tokenizer: str = "gpt2"
     data_dir: str = "data"
     # model (mirrors GPTConfig)
@@ -121,6 +124,8 @@ class Config(seekr.ContinualConfig):
             raise ConfigError(problem)
         if self.mode == "continual":
             seekr.check_continual(self)
+        elif task := mqar_task(self.dataset):  # the pairs and their queries must fit a block, the ids the vocabulary
+            task.check(self.block_size, get_tokenizer(self.tokenizer).n_vocab)
 
 
 PRESETS = {
@@ -232,15 +237,20 @@ def join_process_group(proc):
 @dataclass
 class Data:
     tokenizer: object
-    folder: Path
-    meta: dict
-    train: object  # np.memmap of uint16 tokens
+    folder: Path  # None for mqar
+    meta: dict  # the corpus's meta.json (token and byte counts, unigram baseline); None for mqar
+    train: object  # np.memmap of uint16 tokens, or the MQAR task that generates the batches
     val: object
+    task: object = None  # the MQAR task (train and val are it); None for a text corpus
 
 
 def load_data(cfg, proc):
-    """Prepare the corpus once (rank 0 prepares, the others wait for its files) and map its splits."""
+    """Prepare the corpus once (rank 0 prepares, the others wait for its files) and map its splits; mqar is
+    generated batch by batch (train from the run's batch generator, val from evaluate()'s), nothing on disk."""
     tokenizer = get_tokenizer(cfg.tokenizer)
+    task = mqar_task(cfg.dataset)
+    if task:
+        return Data(tokenizer, None, None, task, task, task)
     if proc.master:
         prepare(cfg.dataset, cfg.tokenizer, cfg.data_dir)
     t0 = time.time()
@@ -296,20 +306,33 @@ class Run:
 
 @torch.no_grad()
 def evaluate(cfg, proc, data, run):
-    """Mean val loss over eval_iters fixed batches (the same windows at every eval), split across ranks."""
+    """The val row: the mean loss over eval_iters fixed batches (the same windows, or the same generated sequences,
+    at every eval), split across ranks; with it bits per byte of text, or mqar's recall accuracy (val_acc)."""
     run.model.eval()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    total = torch.zeros(2, device=proc.device)
+    total = torch.zeros(3, device=proc.device)  # loss, batches, accuracy (summed over batches)
     for k in range(cfg.eval_iters):
         x, y = get_batch(data.val, cfg.batch_size, cfg.block_size, gen)
         if k % proc.world == proc.rank:
+            y = y.to(proc.device)
             with proc.autocast:
-                loss = run.raw(x.to(proc.device), y.to(proc.device))[1].float()
-            total += torch.stack([loss, torch.ones((), device=proc.device)])
+                logits, loss = run.raw(x.to(proc.device), y)
+            acc = answer_accuracy(logits, y) if data.task else 0.0  # every batch holds batch_size·N answers
+            total += torch.tensor([loss.item(), 1.0, acc], device=proc.device)
     if proc.ddp:
         dist.all_reduce(total)
     run.model.train()
-    return (total[0] / total[1]).item()
+    val_loss = (total[0] / total[1]).item()
+    if data.task:
+        return {"val_loss": val_loss, "val_acc": (total[2] / total[1]).item()}
+    return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.meta)}
+
+
+def val_text(data, row):
+    """An eval row as text: 'val loss 1.2345, 1.234 bits/byte' or '..., recall accuracy 0.874 (chance 0.125)'."""
+    if data.task:
+        return f"val loss {row['val_loss']:.4f}, {data.task.recall_text(row['val_acc'])}"
+    return f"val loss {row['val_loss']:.4f}, {row['val_bpb']:.3f} bits/byte"
 
 
 def save(cfg, proc, run):
@@ -327,15 +350,14 @@ def log(proc, cfg, row, text):
 
 def finish_budget(cfg, proc, data, run, b):
     """A finished model: evaluate it, save budget_<b>.pt (when --budgets is set), log its compute."""
-    val_loss = evaluate(cfg, proc, data, run)
-    bpb = bits_per_byte(val_loss, data.meta)
+    val = evaluate(cfg, proc, data, run)
     if proc.master and cfg.budgets:
         save_atomic({"model": run.raw.state_dict(), "model_config": dataclasses.asdict(run.raw.config),
                      "config": dataclasses.asdict(cfg), "iter": b}, Path(cfg.out_dir) / f"budget_{b}.pt")
-    log(proc, cfg, {"iter": b, "budget": b, "val_loss": val_loss, "val_bpb": bpb, "tokens": run.tokens,
+    baseline = "" if data.task else f" (unigram baseline {data.meta['unigram_bpb']:.3f})"
+    log(proc, cfg, {"iter": b, "budget": b, **val, "tokens": run.tokens,
                     **({"branch": run.branch} if run.branch else {})},
-        f"budget {b} finished: val loss {val_loss:.4f}, {bpb:.3f} bits/byte (unigram baseline "
-        f"{data.meta['unigram_bpb']:.3f}), {run.tokens:,} tokens of compute")
+        f"budget {b} finished: {val_text(data, val)}{baseline}, {run.tokens:,} tokens of compute")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -363,10 +385,12 @@ def main(argv):
 def header(cfg, proc, data, run):
     resuming = (f" | resuming at iter {run.it}" + (f" in the decay branch of budget {run.branch}" if run.branch
                                                     else "")) if run.tokens else ""
+    what = (f"data {data.task.name} (generated) | chance {data.task.chance:.3f}" if data.task else
+            f"data {data.folder} ({data.meta['train_tokens']:,} train tokens) | unigram baseline "
+            f"{data.meta['unigram_bpb']:.3f} bits/byte")
     return (f"{run.raw.num_params() / 1e6:.2f}M parameters | {proc.device} {proc.dtype}"
             f"{' compiled' if proc.compile else ''}{f' | DDP x{proc.world}' if proc.ddp else ''} | "
-            f"{tokens_per_step(cfg):,} tokens/iter | data {data.folder} ({data.meta['train_tokens']:,} train tokens) "
-            f"| unigram baseline {data.meta['unigram_bpb']:.3f} bits/byte{resuming}")
+            f"{tokens_per_step(cfg):,} tokens/iter | {what}{resuming}")
 
 
 def train(cfg, proc, data, run):
@@ -388,10 +412,9 @@ def train(cfg, proc, data, run):
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         if run.it % cfg.eval_interval == 0 and run.branch is None:
-            val_loss = evaluate(cfg, proc, data, run)
-            row = {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.meta)}
+            row = evaluate(cfg, proc, data, run)
             if proc.master:
-                print(f"eval {run.it}: val loss {val_loss:.4f}, {row['val_bpb']:.3f} bits/byte")
+                print(f"eval {run.it}: {val_text(data, row)}")
 
         # one optimizer step: the whole step's batch starts come from the shared generator, this rank builds its slice
         mine = slice(proc.rank * accum * cfg.batch_size, (proc.rank + 1) * accum * cfg.batch_size)
@@ -473,7 +496,7 @@ def finish(cfg, proc, data, run, stopped):
         save(cfg, proc, run)
     if proc.master:
         plot_losses(cfg.out_dir)
-        if cfg.sample_tokens and not stopped:
+        if cfg.sample_tokens and not stopped and not data.task:  # mqar's ids are not text
             tok = data.tokenizer
             start = torch.tensor([[tok.eot]], device=proc.device)
             with proc.autocast:
@@ -505,7 +528,8 @@ def plot_losses(out_dir):
     if finished and cfg["budgets"]:
         ax.plot([r["iter"] * per_step for r in finished], [r["val_loss"] for r in finished], "*", ms=12,
                 color="C3", label="finished models (val)")
-    bpb = val_rows[-1]["val_bpb"] / val_rows[-1]["val_loss"] if val_rows and val_rows[-1]["val_loss"] else None
+    bpb = (val_rows[-1]["val_bpb"] / val_rows[-1]["val_loss"]  # mqar rows have no bits per byte
+           if val_rows and val_rows[-1]["val_loss"] and "val_bpb" in val_rows[-1] else None)
     late = [y for x, y in train_rows if x >= 0.1 * train_rows[-1][0]] if train_rows else []
     if late:  # the start (ln vocab, ~5.6) would squash the range where training happens
         ax.set_ylim(min(late) - 0.05, max(late) + 0.1 * (max(late) - min(late)) + 0.05)
@@ -533,7 +557,8 @@ def plot_losses(out_dir):
             a.axvline(b * per_step, color="gray", ls=":", lw=1)
         for start, end in decays:
             a.axvspan(start * per_step, end * per_step, color="orange", alpha=0.12)
-    ax.set_ylabel(f"loss (nats per token, {cfg['tokenizer']} tokenizer)")
+    ax.set_ylabel("loss on the answers (nats per answer)" if not bpb and cfg["dataset"].startswith("mqar") else
+                  f"loss (nats per token, {cfg['tokenizer']} tokenizer)")
     ax.set_title(f"{cfg['preset'] or 'custom'}: {cfg['n_layer']}x{cfg['n_embd']} {cfg['attention']}/{cfg['pos']}, "
                  f"{cfg['dataset']}, {cfg['schedule']}{' (shaded: decay)' if decays else ''}"
                  f"{' (dotted: budgets)' if budgets else ''}, seed {cfg['seed']}",

@@ -63,6 +63,8 @@ EVAL = [
     (["--windows=0"], "--windows=0"), (["--tail=0"], "--tail=0"), (["--q_chunk=-1"], "--q_chunk=-1"),
     (["--mode=map"], "not one of loss, sample"), (["--lengths=a,b"], "not a comma-separated list of token counts"),
     (["--lengths=128,,256"], "--lengths=128,,256"), (["--split=test"], "not one of train, val"),
+    (["--pairs=0"], "--pairs=0 is not a comma-separated list of numbers of key-value pairs"),
+    (["--pairs=4,x"], "e.g. --pairs=4,8,16"), (["--mode=recal"], "did you mean recall"),
 ]
 BENCH = [
     (["--steps=0"], "--steps=0 must be >= 1"), (["--warmup=-1"], "--warmup=-1"), (["--infer_len=0"], "--infer_len=0"),
