@@ -37,6 +37,9 @@ schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against 
              train-loss curves, where each decay's drop shows
 compare      (--run=a,b) val loss curves from log.jsonl overlaid in one PNG (--out: a .png path, or a folder for
              val_compare.png; default the first run's folder)
+seeds        (--run=DIR,... [--x=FIELD]) runs that differ only in --seed pooled: every finished model's val loss as
+             mean ± std over the seeds, a row per group and budget, the group named by the config fields that differ;
+             with --x (a numeric field such as n_head) also seeds.png, final val loss against it, std error bars
 continual    (--run=DIR --run=DIR2 ...) `train.py --mode=continual` runs side by side from their results.json: OP,
              BWT (TRACE's, and over T as SEEKR's script), accuracy right after each task, general val loss, seconds
 
@@ -66,7 +69,8 @@ from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, 
 class EvalConfig:
     ckpt: list = field(default_factory=list)  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
     mode: str = "loss"
-    run: list = field(default_factory=list)  # schedules, compare, continual: run folders (repeat or commas)
+    run: list = field(default_factory=list)  # schedules, compare, seeds, continual: run folders (repeat or commas)
+    x: str = ""  # seeds: a numeric config field to plot the final val loss against (e.g. n_head)
     out: str = ""  # schedules, compare, extrapolate, maps: where the figures go (default: the first run's folder)
     # loss
     dataset: str = ""  # default: the checkpoint's
@@ -114,7 +118,7 @@ RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)",
               max_new_tokens="[0, inf)", temperature="[0, inf)", top_k="[0, inf)", num_samples="[1, inf)",
               seed="[0, inf)", windows="[1, inf)", tail="[1, inf)", q_chunk="[0, inf)")  # [ includes the end
 CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "maps", "recall", "schedules", "compare",
-                     "continual"),
+                     "seeds", "continual"),
                split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
                dtype=("auto", "float32", "bfloat16", "float16"))
 
@@ -195,6 +199,70 @@ def compare_schedules(runs, out):
     fig.suptitle(f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}")
     fig.tight_layout()
     path = Path(out or runs[0]) / "schedules_compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+AXIS_NOTES = {"n_head": "n_head (the baseline's heads; diff pairs them into n_head / 2 differential heads)"}
+
+
+def pooled(runs, ignore):
+    """Run folders grouped by their config apart from the `ignore` fields -> [(label, [(config, budget rows)])],
+    in the order first seen; the label names every field whose value differs between the groups."""
+    groups = {}
+    for run in runs:
+        cfg, budgets, _ = finished_models(run)
+        if not budgets:
+            raise ConfigError(f"--run={run} has no finished model yet (no budget row in its log.jsonl)")
+        key = tuple(sorted((k, str(v)) for k, v in cfg.items() if k not in ignore))
+        groups.setdefault(key, []).append((cfg, budgets))
+    differ = sorted({k for key in groups for k, v in key if len({dict(other).get(k) for other in groups}) > 1})
+    label = lambda key: ", ".join(f"{k}={dict(key)[k]}" for k in differ) or "all runs"
+    return [(label(key), members) for key, members in groups.items()]
+
+
+def mean_std(values):
+    """(mean, sample standard deviation; 0 for a single value)."""
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+
+def seeds_report(runs, x, out):
+    """Runs that differ only in --seed pooled: every finished model's val loss as mean ± std over the seeds, printed
+    as a table. With x (a numeric config field) also seeds.png: the final val loss against x, one line per group of
+    the other fields, std error bars. Returns the figure's path or None."""
+    print(f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed")
+    for label, members in pooled(runs, ("seed", "out_dir")):
+        for i, row in enumerate(members[0][1]):
+            losses = [budgets[i]["val_loss"] for _, budgets in members if len(budgets) > i]
+            m, s = mean_std(losses)
+            print(f"{label:<58} {row['budget']:>6} {row['tokens'] / 1e6:>10.2f} {len(losses):>5} {m:>8.4f} ± {s:.4f}  "
+                  + " ".join(f"{v:.4f}" for v in losses))
+    if not x:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cfgs = []
+    for label, members in pooled(runs, ("seed", "out_dir", x)):
+        by_x = {}
+        for cfg, budgets in members:
+            if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
+                raise ConfigError(f"--x={x} is not a numeric field of {cfg['out_dir']}'s config")
+            by_x.setdefault(cfg[x], []).append(budgets[-1]["val_loss"])
+            cfgs.append(cfg)
+        xs = sorted(by_x)
+        stats = [mean_std(by_x[v]) for v in xs]
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=4,
+                    label=f"{label} ({min(len(by_x[v]) for v in xs)}+ seeds)")
+    ax.set_xticks(sorted({c[x] for c in cfgs}))
+    ax.set(xlabel=AXIS_NOTES.get(x, x), ylabel="final val loss (nats/token), mean ± std over seeds",
+           title=f"{shared_title(cfgs)}: val loss against {x}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out or runs[0]) / "seeds.png" if not str(out).endswith(".png") else Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -707,13 +775,16 @@ def plot_recall(path):
 
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
-    if cfg.mode in ("schedules", "compare", "continual"):  # these read run folders, not checkpoints
+    if cfg.mode in ("schedules", "compare", "seeds", "continual"):  # these read run folders, not checkpoints
         if not cfg.run:
             raise ConfigError(f"--mode={cfg.mode} needs run folders: --run=out/a --run=out/b ...")
         if cfg.mode == "schedules":
             print(f"wrote {compare_schedules(cfg.run, cfg.out)}")
         elif cfg.mode == "compare":
             print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
+        elif cfg.mode == "seeds":
+            path = seeds_report(cfg.run, cfg.x, cfg.out)
+            print(f"wrote {path}" if path else "(--x=FIELD also draws the final val loss against that field)")
         else:
             print(continual_table(cfg.run))
         return

@@ -44,6 +44,9 @@ TRAIN = [  # (flags, word the error must contain)
     (["--schedule=cosine", "--max_iters=60", "--budgets=20,60"], "one cosine run per budget"),
     (["--preset=xx"], "not one of tiny, cpu"), (["--max_iters=ten"], "not an integer"), (["--lr=fast"], "a number"),
     (["--bias=maybe"], "not a boolean"), (["--max_iter=5"], "did you mean --max_iters"),
+    (["--decay_of=run"], "cycle, budget"), (["--diff_subln=maybe"], "not a boolean"),
+    (["--schedule=wsd-s", "--max_iters=60", "--budgets=40,60", "--decay_of=budget", "--decay_frac=0.5"],
+     "does not fit in its cycle"),
     (["stray"], "flags look like --key=value"),
 ]
 CONTINUAL = [

@@ -1,0 +1,56 @@
+"""eval.py --mode=seeds: runs that differ only in --seed pooled into mean ± std, against statistics computed here."""
+import json
+import statistics
+
+import pytest
+
+import eval as evaluate
+from plumbing import ConfigError
+
+LOSSES = {("standard", 4): [1.80, 1.83, 1.79], ("standard", 8): [1.76, 1.77, 1.78],
+          ("diff", 4): [2.05, 2.00, 2.06], ("diff", 8): [2.04, 1.96, 1.99]}
+
+
+def fake_run(folder, attention, n_head, seed, val_loss, rows=True):
+    """A run folder as train.py leaves it: config.json and log.jsonl with a budget row (two budgets)."""
+    folder.mkdir(parents=True)
+    cfg = dict(preset="cpu", n_layer=4, n_embd=256, n_head=n_head, dataset="stdlib", seed=seed, attention=attention,
+               lr=2e-3, out_dir=str(folder))
+    (folder / "config.json").write_text(json.dumps(cfg))
+    log = [{"iter": 0, "loss": 5.0, "tokens": 0}]
+    if rows:
+        log += [{"iter": 150, "budget": 150, "val_loss": val_loss + 0.5, "tokens": 300},
+                {"iter": 300, "budget": 300, "val_loss": val_loss, "tokens": 600}]
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return str(folder)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [fake_run(tmp_path / f"{a}-h{h}-s{i}", a, h, i, v)
+            for (a, h), losses in LOSSES.items() for i, v in enumerate(losses)]
+
+
+def test_groups_are_pooled_over_seeds_only(runs, tmp_path, capsys):
+    path = evaluate.seeds_report(runs, "n_head", str(tmp_path / "fig.png"))
+    out = capsys.readouterr().out
+    assert path.exists() and path.stat().st_size > 10_000
+    for (a, h), losses in LOSSES.items():
+        row = [l for l in out.splitlines() if l.startswith(f"attention={a}, n_head={h} ") and " 300 " in l]
+        assert len(row) == 1, out
+        mean, std = statistics.mean(losses), statistics.stdev(losses)  # sample std, as reported
+        assert f"{mean:.4f} ± {std:.4f}" in row[0] and f"{losses[0]:.4f} {losses[1]:.4f} {losses[2]:.4f}" in row[0]
+    assert "lr=" not in out  # fields every run shares are not in the labels
+
+
+def test_plot_lines_group_everything_but_x(runs):
+    lines = evaluate.pooled(runs, ("seed", "out_dir", "n_head"))
+    assert [label for label, _ in lines] == ["attention=standard", "attention=diff"]
+    assert [len(members) for _, members in lines] == [6, 6]
+
+
+def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path):
+    with pytest.raises(ConfigError, match="no finished model"):
+        evaluate.seeds_report(runs + [fake_run(tmp_path / "late", "diff", 4, 9, 0.0, rows=False)], "", "")
+    with pytest.raises(ConfigError, match="not a numeric field"):
+        evaluate.seeds_report(runs, "attention", str(tmp_path / "x.png"))
