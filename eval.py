@@ -27,8 +27,9 @@ recall       (--ckpt=A,B,...) multi-query associative recall for `--dataset=mqar
              Also, at the checkpoint's own pairs and length, the attention on the answer: for every layer and head,
              the share of |a_ij| at each query that falls on the queried pair (its key and its value), from the
              captured maps (diff: the effective A1 − λ·A2, whose negative entries count by magnitude), on 2
-             batches. A line per point, named by run, pairs and length unless one checkpoint is scored at its own
-             task (`recall accuracy 0.874 (chance 0.125)`), then a line per checkpoint with its best head's share;
+             batches. One checkpoint at its own task prints one line, `recall accuracy 0.874 (chance 0.125)`;
+             otherwise a line per point named by run, pairs and length, then a line per checkpoint with its best
+             head's share. Either way
              recall.json (every point and the share table) and recall.png (redrawn from the json by plot_recall:
              accuracy against pairs and against length, mean ± std over the checkpoints of each attention type) in
              the first run's folder or --out.
@@ -699,8 +700,9 @@ def recall_run(cfg, path, model, run, task, pairs, lengths, device, autocast, na
             print(where + at.recall_text(acc), flush=True)
     share = answer_shares(model, task, model.config.block_size, cfg.batch_size, cfg.seed, device)
     layer, head = divmod(share.argmax().item(), share.size(1))
-    print(f"{prefix.strip() + ': ' if named else ''}attention on the answer pair: best head L{layer}.H{head} "
-          f"{share.max().item():.2f}, mean over heads {share.mean().item():.2f}")
+    if named:  # the plain `--mode=recall` prints its one accuracy line only; the shares are in recall.json
+        print(f"{prefix.strip()}: attention on the answer pair: best head L{layer}.H{head} {share.max().item():.2f}, "
+              f"mean over heads {share.mean().item():.2f}")
     return dict(ckpt=str(path), label=checkpoint_name(path), attention=run["attention"], pos=model.config.pos,
                 type=f"{run['attention']}/{model.config.pos}", params=model.num_params(), seed=run["seed"],
                 preset=run["preset"], n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"],
@@ -720,7 +722,8 @@ def recall(cfg, paths, device, autocast):
         dict(seed=cfg.seed, batches=cfg.batches, batch_size=cfg.batch_size, share_batches=SHARE_BATCHES,
              device=str(device), runs=runs), indent=2))
     plot_recall(out / "recall.json")
-    print(f"wrote {out}/recall.json and {out}/recall.png")
+    if named:
+        print(f"wrote {out}/recall.json and {out}/recall.png")
 
 
 def recall_curve(res, kind, axis, fixed):
