@@ -29,10 +29,9 @@ recall       (--ckpt=A,B,...) multi-query associative recall for `--dataset=mqar
              captured maps (diff: the effective A1 − λ·A2, whose negative entries count by magnitude), on 2
              batches. One checkpoint at its own task prints one line, `recall accuracy 0.874 (chance 0.125)`;
              otherwise a line per point named by run, pairs and length, then a line per checkpoint with its best
-             head's share. Either way
-             recall.json (every point and the share table) and recall.png (redrawn from the json by plot_recall:
-             accuracy against pairs and against length, mean ± std over the checkpoints of each attention type) in
-             the first run's folder or --out.
+             head's share. Either way recall.json (every point and the share table) and recall.png (redrawn from
+             the json by plot_recall: accuracy against pairs and against length, mean ± sample std over the
+             checkpoints of each attention type) in the first run's folder or --out.
 schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against the compute spent to get it
              (tokens, decay branches included), as a table and schedules_compare.png with a second panel of the
              train-loss curves, where each decay's drop shows
@@ -209,14 +208,22 @@ def compare_schedules(runs, out):
 AXIS_NOTES = {"n_head": "n_head (the baseline's heads; diff pairs them into n_head / 2 differential heads)"}
 
 
-def pooled(runs, ignore):
-    """Run folders grouped by their config apart from the `ignore` fields -> [(label, [(config, budget rows)])],
-    in the order first seen; the label names every field whose value differs between the groups."""
-    groups = {}
+def finished_runs(runs):
+    """[(config, budget rows)] of run folders, each holding at least one finished model."""
+    loaded = []
     for run in runs:
         cfg, budgets, _ = finished_models(run)
         if not budgets:
             raise ConfigError(f"--run={run} has no finished model yet (no budget row in its log.jsonl)")
+        loaded.append((cfg, budgets))
+    return loaded
+
+
+def pooled(loaded, ignore):
+    """finished_runs grouped by their config apart from the `ignore` fields -> [(label, [(config, budget rows)])],
+    in the order first seen; the label names every field whose value differs between the groups."""
+    groups = {}
+    for cfg, budgets in loaded:
         key = tuple(sorted((k, str(v)) for k, v in cfg.items() if k not in ignore))
         groups.setdefault(key, []).append((cfg, budgets))
     differ = sorted({k for key in groups for k, v in key if len({dict(other).get(k) for other in groups}) > 1})
@@ -234,8 +241,9 @@ def seeds_report(runs, x, out):
     """Runs that differ only in --seed pooled: every finished model's val loss as mean ± std over the seeds, printed
     as a table. With x (a numeric config field) also seeds.png: the final val loss against x, one line per group of
     the other fields, std error bars. Returns the figure's path or None."""
+    loaded = finished_runs(runs)
     print(f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed")
-    for label, members in pooled(runs, ("seed", "out_dir")):
+    for label, members in pooled(loaded, ("seed", "out_dir")):
         for i, row in enumerate(members[0][1]):
             losses = [budgets[i]["val_loss"] for _, budgets in members if len(budgets) > i]
             m, s = mean_std(losses)
@@ -246,7 +254,7 @@ def seeds_report(runs, x, out):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cfgs = []
-    for label, members in pooled(runs, ("seed", "out_dir", x)):
+    for label, members in pooled(loaded, ("seed", "out_dir", x)):
         by_x = {}
         for cfg, budgets in members:
             if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
@@ -755,7 +763,8 @@ def plot_recall(path):
             chance.update(c)
             xs = sorted(accs)
             n = sum(r["type"] == kind for r in res["runs"])
-            ax.errorbar(xs, [np.mean(accs[x]) for x in xs], yerr=[np.std(accs[x]) for x in xs], fmt="o-",
+            stats = [mean_std(accs[x]) for x in xs]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[sd for _, sd in stats], fmt="o-",
                         capsize=3, color=f"C{i}", label=f"{kind} (mean ± std of {n} checkpoint{'s' * (n > 1)})")
         xs = sorted(chance)
         ax.plot(xs, [chance[x] for x in xs], "--", color="gray", label="chance (1 / pairs)")

@@ -135,9 +135,9 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
             return f"the decay of budget {end} would last 0 steps; use a larger --decay_frac or longer budgets"
         if start == 0 and warmup_iters >= end:
             return f"--warmup_iters={warmup_iters} does not end before the first budget {end}"
-        if name == "wsd" and end - decay_len(end, decay_frac) < max(1, warmup_iters):
+        if name == "wsd" and end - decay < max(1, warmup_iters):
             # a wsd branch decays over decay_frac of its whole budget, forking from the main branch after warmup
-            return f"the decay of budget {end} ({decay_len(end, decay_frac)} steps) would start before the warmup " \
+            return f"the decay of budget {end} ({decay} steps) would start before the warmup " \
                    f"ends; use a smaller --decay_frac or --warmup_iters"
         warm = warmup_iters if start == 0 else rewarmup_iters
         if name == "wsd-s" and decay + warm > end - start:

@@ -318,7 +318,7 @@ def evaluate(cfg, proc, data, run):
             with proc.autocast:
                 logits, loss = run.raw(x.to(proc.device), y)
             acc = answer_accuracy(logits, y) if data.task else 0.0  # every batch holds batch_size·N answers
-            total += torch.tensor([loss.item(), 1.0, acc], device=proc.device)
+            total += torch.cat([loss.float().view(1), torch.tensor([1.0, acc], device=proc.device)])  # text: no sync
     if proc.ddp:
         dist.all_reduce(total)
     run.model.train()

@@ -44,7 +44,7 @@ def test_groups_are_pooled_over_seeds_only(runs, tmp_path, capsys):
 
 
 def test_plot_lines_group_everything_but_x(runs):
-    lines = evaluate.pooled(runs, ("seed", "out_dir", "n_head"))
+    lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir", "n_head"))
     assert [label for label, _ in lines] == ["attention=standard", "attention=diff"]
     assert [len(members) for _, members in lines] == [6, 6]
 
