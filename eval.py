@@ -219,15 +219,21 @@ def finished_runs(runs):
     return loaded
 
 
+ONLY_FOR = dict(diff_subln="diff", dape_kernel="dape", dape_channels="dape", dape_q_chunk="dape")  # field: attention
+
+
 def pooled(loaded, ignore):
     """finished_runs grouped by their config apart from the `ignore` fields -> [(label, [(config, budget rows)])],
-    in the order first seen; the label names every field whose value differs between the groups."""
+    in the order first seen; the label names every field whose value differs between the groups. A field that only
+    one attention type reads (ONLY_FOR) is not part of the other types' groups: it changes nothing in their models."""
     groups = {}
     for cfg, budgets in loaded:
-        key = tuple(sorted((k, str(v)) for k, v in cfg.items() if k not in ignore))
+        key = tuple(sorted((k, str(v)) for k, v in cfg.items()
+                           if k not in ignore and ONLY_FOR.get(k) in (None, cfg.get("attention"))))
         groups.setdefault(key, []).append((cfg, budgets))
-    differ = sorted({k for key in groups for k, v in key if len({dict(other).get(k) for other in groups}) > 1})
-    label = lambda key: ", ".join(f"{k}={dict(key)[k]}" for k in differ) or "all runs"
+    fields = [dict(key) for key in groups]
+    differ = sorted({k for f in fields for k in f if len({other[k] for other in fields if k in other}) > 1})
+    label = lambda key: ", ".join(f"{k}={dict(key)[k]}" for k in differ if k in dict(key)) or "all runs"
     return [(label(key), members) for key, members in groups.items()]
 
 
@@ -335,7 +341,7 @@ def shared_title(cfgs):
              f"{first['n_head']} heads" if same("n_head") else "",
              first["dataset"] if same("dataset") else "",
              f"seed {first['seed']}" if same("seed") else ""]
-    return ", ".join(p for p in parts if p) + f" ({len(cfgs)} runs)"
+    return ", ".join(p for p in parts if p) + f" ({len(cfgs)} run{'s' if len(cfgs) != 1 else ''})"
 
 
 def plot_val_curves(runs, out):

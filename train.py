@@ -541,6 +541,12 @@ def plot_losses(out_dir):
             above = late and unigram / bpb > ax.get_ylim()[1]
             ax.plot(*([[], []] if above else [[0, train_rows[-1][0]], [unigram / bpb] * 2]), color="gray", ls="--",
                     lw=1, label=f"unigram baseline {unigram:.2f} bits/byte" + (" (above the plot)" if above else ""))
+    if val_rows and "val_acc" in val_rows[-1]:  # mqar: recall accuracy, on an axis of its own
+        acc = ax.twinx()
+        acc.plot([r["iter"] * per_step for r in val_rows], [r["val_acc"] for r in val_rows], "s--", color="C2",
+                 label="val recall accuracy")
+        acc.set(ylim=(0, 1.02), ylabel="recall accuracy (val)")
+        acc.legend(fontsize=8, loc="center right")
     budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
     lr_at = make_schedule(cfg["schedule"], cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"],
                           cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"],

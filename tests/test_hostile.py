@@ -242,7 +242,7 @@ def test_messages_name_the_real_values(tmp_path):
     assert plumbing.eta_text(60, 10, 20) == "elapsed 1m00s | eta 2m00s"
     runs = [dict(preset="cpu", n_layer=4, n_embd=128, n_head=4, dataset="stdlib", seed=s) for s in (1, 2, 3)]
     assert evaluate.shared_title(runs) == "cpu, 4x128, 4 heads, stdlib (3 runs)"  # no seed: they differ
-    assert evaluate.shared_title(runs[:1]) == "cpu, 4x128, 4 heads, stdlib, seed 1 (1 runs)"
+    assert evaluate.shared_title(runs[:1]) == "cpu, 4x128, 4 heads, stdlib, seed 1 (1 run)"
 
 
 def test_compare_labels_each_run_by_its_folder(tmp_path):

@@ -11,11 +11,11 @@ LOSSES = {("standard", 4): [1.80, 1.83, 1.79], ("standard", 8): [1.76, 1.77, 1.7
           ("diff", 4): [2.05, 2.00, 2.06], ("diff", 8): [2.04, 1.96, 1.99]}
 
 
-def fake_run(folder, attention, n_head, seed, val_loss, rows=True):
-    """A run folder as train.py leaves it: config.json and log.jsonl with a budget row (two budgets)."""
+def fake_run(folder, attention, n_head, seed, val_loss, rows=True, **fields):
+    """A run folder as train.py leaves it: config.json (plus `fields`) and log.jsonl with two budget rows."""
     folder.mkdir(parents=True)
     cfg = dict(preset="cpu", n_layer=4, n_embd=256, n_head=n_head, dataset="stdlib", seed=seed, attention=attention,
-               lr=2e-3, out_dir=str(folder))
+               lr=2e-3, out_dir=str(folder), **fields)
     (folder / "config.json").write_text(json.dumps(cfg))
     log = [{"iter": 0, "loss": 5.0, "tokens": 0}]
     if rows:
@@ -54,3 +54,11 @@ def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path):
         evaluate.seeds_report(runs + [fake_run(tmp_path / "late", "diff", 4, 9, 0.0, rows=False)], "", "")
     with pytest.raises(ConfigError, match="not a numeric field"):
         evaluate.seeds_report(runs, "attention", str(tmp_path / "x.png"))
+
+
+def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp_path):
+    runs = [fake_run(tmp_path / f"{a}-{subln}-s{seed}", a, 4, seed, 1.8, diff_subln=subln)  # only diff reads it
+            for subln in (True, False) for seed in (1, 2) for a in ("standard", "diff")]
+    lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir"))
+    assert [(label, len(members)) for label, members in lines] == [
+        ("attention=standard", 4), ("attention=diff, diff_subln=True", 2), ("attention=diff, diff_subln=False", 2)]
