@@ -150,15 +150,16 @@ RESUME_ARGS = ("--max_iters=60", "--ckpt_interval=10", "--log_interval=1", "--ev
                "--batch_size=32")
 
 
-def test_resume_after_sigkill_is_bit_exact(corpus, tmp_path):
+@pytest.mark.parametrize("data", [(), ("--dataset=mqar",)], ids=["text", "mqar"])  # mqar: the generator's state
+def test_resume_after_sigkill_is_bit_exact(corpus, tmp_path, data):
     ref = tmp_path / "ref"
-    assert run(train_args(corpus, ref, *RESUME_ARGS), tmp_path).returncode == 0
+    assert run(train_args(corpus, ref, *RESUME_ARGS, *data), tmp_path).returncode == 0
     out = tmp_path / "killed"
-    kill_when(train_args(corpus, out, *RESUME_ARGS), tmp_path, out, lambda row: row["iter"] >= 15).wait()
+    kill_when(train_args(corpus, out, *RESUME_ARGS, *data), tmp_path, out, lambda row: row["iter"] >= 15).wait()
     killed_at = max(losses(out))
     assert 15 <= killed_at < 59, "the run must die between a checkpoint and its end"
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter"] >= 10
-    resumed = run(train_args(corpus, out, "--resume"), tmp_path)
+    resumed = run(train_args(corpus, out, "--resume", *data), tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert losses(out) == losses(ref)  # every iteration, bit for bit (JSON keeps the float's repr)
 
