@@ -51,7 +51,7 @@ the split's bytes-per-token ratio from meta.json, which makes byte and BPE runs 
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from data import (MQAR, answer_accuracy, bits_per_byte, check_block, get_tokenizer, load_meta, load_split, mqar_task,
                   prepare)
-from model import GPT, GPTConfig
+from model import ATTENTIONS, GPT, GPTConfig
 from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, cli, load_checkpoint, parse_flags,
                       pyplot, read_log, setup_device, tokens_per_step)
 
@@ -219,17 +219,24 @@ def finished_runs(runs):
     return loaded
 
 
-ONLY_FOR = dict(diff_subln="diff", dape_kernel="dape", dape_channels="dape", dape_q_chunk="dape")  # field: attention
+MODEL_DEFAULTS = asdict(GPTConfig())  # what a config.json written before a model field existed meant
+
+
+def model_reads(attention, key):
+    """False for a field named for another attention type (diff_subln in a standard run): it changes nothing there."""
+    kind = key.split("_")[0]
+    return kind not in ATTENTIONS or kind == attention
 
 
 def pooled(loaded, ignore):
     """finished_runs grouped by their config apart from the `ignore` fields -> [(label, [(config, budget rows)])],
-    in the order first seen; the label names every field whose value differs between the groups. A field that only
-    one attention type reads (ONLY_FOR) is not part of the other types' groups: it changes nothing in their models."""
+    in the order first seen; the label names every field whose value differs between the groups. Fields a run's
+    model does not read (model_reads) are left out of its group's key; missing model fields take their defaults."""
     groups = {}
     for cfg, budgets in loaded:
-        key = tuple(sorted((k, str(v)) for k, v in cfg.items()
-                           if k not in ignore and ONLY_FOR.get(k) in (None, cfg.get("attention"))))
+        full = {**MODEL_DEFAULTS, **cfg}
+        key = tuple(sorted((k, str(v)) for k, v in full.items()
+                           if k not in ignore and model_reads(full["attention"], k)))
         groups.setdefault(key, []).append((cfg, budgets))
     fields = [dict(key) for key in groups]
     differ = sorted({k for f in fields for k in f if len({other[k] for other in fields if k in other}) > 1})

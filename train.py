@@ -511,8 +511,8 @@ def finish(cfg, proc, data, run, stopped):
 
 def plot_losses(out_dir):
     """loss.png, redrawn from log.jsonl: train and val loss against tokens (zoomed past the first steps' drop), the
-    same in bits per byte on the right axis with the unigram baseline, the budgets and decays marked, and the
-    learning rate below."""
+    same in bits per byte on the right axis with the unigram baseline (mqar: the val recall accuracy there instead),
+    the budgets and decays marked, and the learning rate below."""
     plt = pyplot()
     rows, cfg = read_log(out_dir), json.loads((Path(out_dir) / "config.json").read_text())
     per_step = tokens_per_step(cfg) / 1e6
@@ -541,12 +541,11 @@ def plot_losses(out_dir):
             above = late and unigram / bpb > ax.get_ylim()[1]
             ax.plot(*([[], []] if above else [[0, train_rows[-1][0]], [unigram / bpb] * 2]), color="gray", ls="--",
                     lw=1, label=f"unigram baseline {unigram:.2f} bits/byte" + (" (above the plot)" if above else ""))
-    if val_rows and "val_acc" in val_rows[-1]:  # mqar: recall accuracy, on an axis of its own
-        acc = ax.twinx()
-        acc.plot([r["iter"] * per_step for r in val_rows], [r["val_acc"] for r in val_rows], "s--", color="C2",
-                 label="val recall accuracy")
+    recall = [(r["iter"] * per_step, r["val_acc"]) for r in val_rows if "val_acc" in r]  # mqar
+    acc = ax.twinx() if recall else None
+    if recall:
+        acc.plot(*zip(*recall), "s--", color="C2", label="val recall accuracy")
         acc.set(ylim=(0, 1.02), ylabel="recall accuracy (val)")
-        acc.legend(fontsize=8, loc="center right")
     budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
     lr_at = make_schedule(cfg["schedule"], cfg["lr"], cfg["min_lr"], cfg["warmup_iters"], cfg["max_iters"],
                           cfg["decay_frac"], cfg["decay_shape"], budgets or None, cfg["rewarmup_iters"],
@@ -570,7 +569,11 @@ def plot_losses(out_dir):
                  f"{' (dotted: budgets)' if budgets else ''}, seed {cfg['seed']}",
                  fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if acc:  # one legend for both axes
+        more_handles, more_labels = acc.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=8)
     ax_lr.set_ylabel("learning rate\n(main branch)")
     ax_lr.set_xlabel("tokens (millions)")
     ax_lr.grid(alpha=0.3)

@@ -59,6 +59,7 @@ def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path):
 def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp_path):
     runs = [fake_run(tmp_path / f"{a}-{subln}-s{seed}", a, 4, seed, 1.8, diff_subln=subln)  # only diff reads it
             for subln in (True, False) for seed in (1, 2) for a in ("standard", "diff")]
+    runs.append(fake_run(tmp_path / "diff-older-s3", "diff", 4, 3, 1.8))  # its config.json predates --diff_subln
     lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir"))
     assert [(label, len(members)) for label, members in lines] == [
-        ("attention=standard", 4), ("attention=diff, diff_subln=True", 2), ("attention=diff, diff_subln=False", 2)]
+        ("attention=standard", 4), ("attention=diff, diff_subln=True", 3), ("attention=diff, diff_subln=False", 2)]
