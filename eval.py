@@ -158,6 +158,14 @@ def read_run(run_dir):
     return json.loads((run_dir / "config.json").read_text()), read_log(run_dir)
 
 
+def figure_path(out, run_dir, name):
+    """Where a comparison's figure goes: --out itself when it names a .png, else `name` in the folder --out (default:
+    the first run's folder); its folder is made."""
+    path = Path(out) if out.endswith(".png") else Path(out or run_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def finished_models(run_dir):
     """(config, budget rows, train rows) of a run folder: the finished models and the loss curve."""
     cfg, rows = read_run(run_dir)
@@ -284,8 +292,7 @@ def seeds_report(runs, x, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(out or runs[0]) / "seeds.png" if not str(out).endswith(".png") else Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_path(out, runs[0], "seeds.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -376,8 +383,7 @@ def plot_val_curves(runs, out):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(out) if out.endswith(".png") else Path(out or runs[0]) / "val_compare.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_path(out, runs[0], "val_compare.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -713,8 +719,8 @@ def recall_run(cfg, path, model, run, task, pairs, lengths, device, autocast, na
     prefix = f"{checkpoint_name(path)} " if named else ""
     points = []
     for p in pairs:
+        at = MQAR(p, task.keys)
         for n in lengths:
-            at = MQAR(p, task.keys)
             acc = recall_accuracy(model, at, n, cfg.batches, cfg.batch_size, cfg.seed, device, autocast)
             points.append(dict(pairs=p, length=n, accuracy=acc, chance=at.chance))
             where = f"{prefix}pairs {p} length {n}: " if named else ""

@@ -318,7 +318,8 @@ def evaluate(cfg, proc, data, run):
             with proc.autocast:
                 logits, loss = run.raw(x.to(proc.device), y)
             acc = answer_accuracy(logits, y) if data.task else 0.0  # every batch holds batch_size·N answers
-            total += torch.cat([loss.float().view(1), torch.tensor([1.0, acc], device=proc.device)])  # text: no sync
+            one, right = torch.ones((), device=proc.device), torch.full((), acc, device=proc.device)  # no host copy
+            total += torch.stack([loss.float(), one, right])
     if proc.ddp:
         dist.all_reduce(total)
     run.model.train()
