@@ -408,15 +408,19 @@ class MQAR:
     def chance(self):
         return 1 / self.pairs  # knowing the answer is one of the N values in the context, but not which
 
+    @property
+    def min_length(self):
+        return 4 * self.pairs  # 2N for the pairs, 2N for N query slots two apart
+
     def recall_text(self, accuracy: float) -> str:
         return f"recall accuracy {accuracy:.3f} (chance {self.chance:.3f})"
 
     def check(self, block_size: int, n_vocab: int) -> None:
         """DataError unless a sequence of block_size fits the pairs and their queries, and the ids fit n_vocab."""
-        if block_size < 4 * self.pairs:  # 2N for the pairs, 2N for N query slots two apart
-            raise DataError(f"--dataset={self.name} needs --block_size >= 4 x pairs = {4 * self.pairs} (the pairs, "
+        if block_size < self.min_length:
+            raise DataError(f"--dataset={self.name} needs --block_size >= 4 x pairs = {self.min_length} (the pairs, "
                             f"then a query and a filler per pair), but --block_size={block_size}; pass "
-                            f"--block_size={4 * self.pairs} or fewer pairs, e.g. mqar:pairs={block_size // 4}")
+                            f"--block_size={self.min_length} or fewer pairs, e.g. mqar:pairs={block_size // 4}")
         if 2 * self.keys + 1 > n_vocab:
             raise DataError(f"--dataset={self.name} uses ids 0..{2 * self.keys} (filler, {self.keys} keys, "
                             f"{self.keys} values), beyond the tokenizer's {n_vocab} ids; pass "
@@ -459,10 +463,11 @@ def mqar_task(dataset: str):
     return MQAR(values["pairs"], values["keys"])
 
 
-def answer_accuracy(logits, targets) -> float:
-    """The fraction of answers (targets != -1) whose argmax logit is the target: recall accuracy for mqar."""
-    answers = targets != -1
-    return (logits.argmax(dim=-1)[answers] == targets[answers]).float().mean().item()
+def answer_accuracy(logits, targets) -> torch.Tensor:
+    """The fraction of answers (targets != -1) whose argmax logit is the target: recall accuracy for mqar, as a
+    0-dim tensor on the logits' device, so that an eval loop on a GPU never waits for it."""
+    right = logits.argmax(dim=-1) == targets  # never true where the target is -1: argmax is >= 0
+    return right.sum() / (targets != -1).sum()
 
 
 # ----------------------------------------------------------------------------- task suite

@@ -37,8 +37,9 @@ schedules    (--run=DIR --run=DIR2 ...) every finished model's val loss against 
              train-loss curves, where each decay's drop shows
 compare      (--run=a,b) val loss curves from log.jsonl overlaid in one PNG (--out: a .png path, or a folder for
              val_compare.png; default the first run's folder)
-seeds        (--run=DIR,... [--x=FIELD]) runs that differ only in --seed pooled: every finished model's val loss as
-             mean ± std over the seeds, a row per group and budget, the group named by the config fields that differ;
+seeds        (--run=DIR,... [--x=FIELD]) runs that differ only in --seed pooled (fields that change no number, such
+             as --resume or --log_interval, are no difference): every finished model's val loss as mean ± std over
+             the seeds, a row per group and budget, the group named by the config fields that differ;
              with --x (a numeric field such as n_head) also seeds.png, final val loss against it, std error bars
 continual    (--run=DIR --run=DIR2 ...) `train.py --mode=continual` runs side by side from their results.json: OP,
              BWT (TRACE's, and over T as SEEKR's script), accuracy right after each task, general val loss, seconds
@@ -60,7 +61,7 @@ import torch.nn.functional as F
 
 from data import (MQAR, answer_accuracy, bits_per_byte, check_block, get_tokenizer, load_meta, load_split, mqar_task,
                   prepare)
-from model import ATTENTIONS, GPT, GPTConfig
+from model import ATTENTIONS, GPT, HOW_COMPUTED, GPTConfig
 from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, cli, load_checkpoint, parse_flags,
                       pyplot, read_log, setup_device, tokens_per_step)
 
@@ -206,8 +207,7 @@ def compare_schedules(runs, out):
     cfg = finished_models(runs[0])[0]
     fig.suptitle(f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}")
     fig.tight_layout()
-    path = Path(out or runs[0]) / "schedules_compare.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_path(out, runs[0], "schedules_compare.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -228,6 +228,8 @@ def finished_runs(runs):
 
 
 MODEL_DEFAULTS = asdict(GPTConfig())  # what a config.json written before a model field existed meant
+POOLED_OVER = ("seed", "out_dir", "preset", "resume", "data_dir", "log_interval", "ckpt_interval", "sample_tokens",
+               "peak_tflops", *HOW_COMPUTED)  # the seed, and fields that change no number: a resumed seed pools too
 
 
 def model_reads(attention, key):
@@ -264,7 +266,7 @@ def seeds_report(runs, x, out):
     the other fields, std error bars. Returns the figure's path or None."""
     loaded = finished_runs(runs)
     print(f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed")
-    for label, members in pooled(loaded, ("seed", "out_dir")):
+    for label, members in pooled(loaded, POOLED_OVER):
         for i, row in enumerate(members[0][1]):
             losses = [budgets[i]["val_loss"] for _, budgets in members if len(budgets) > i]
             m, s = mean_std(losses)
@@ -275,7 +277,7 @@ def seeds_report(runs, x, out):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cfgs = []
-    for label, members in pooled(loaded, ("seed", "out_dir", x)):
+    for label, members in pooled(loaded, (*POOLED_OVER, x)):
         by_x = {}
         for cfg, budgets in members:
             if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
@@ -650,7 +652,7 @@ def recall_accuracy(model, task, length, batches, batch_size, seed, device, auto
     (the same sequences for every model of the same task). Only the answers' logits are computed: at long lengths
     the (T, vocab) logits would dwarf the model."""
     gen = torch.Generator().manual_seed(seed)
-    right = 0.0
+    right = torch.zeros((), device=device)
     for _ in range(batches):
         x, y = task.batch(batch_size, length, gen)
         x, y = x.to(device), y.to(device)
@@ -658,7 +660,7 @@ def recall_accuracy(model, task, length, batches, batch_size, seed, device, auto
         with autocast:
             logits = model.lm_head(model.features(x)[answers])  # (batch_size·pairs, vocab)
         right += answer_accuracy(logits.float(), y[answers])
-    return right / batches  # every batch holds batch_size·pairs answers: the mean of the batches is the whole's
+    return right.item() / batches  # every batch holds batch_size·pairs answers: the batches' mean is the whole's
 
 
 def answer_share(att, x, y, pairs):
@@ -705,8 +707,8 @@ def recall_jobs(cfg, paths, device):
             if p > task.keys:
                 raise ConfigError(f"--pairs={cfg.pairs}: {p} distinct keys cannot be drawn from the {task.keys} keys "
                                   f"{path} was trained on; keep --pairs <= {task.keys}")
-            if min(lengths) < 4 * p:
-                raise ConfigError(f"--pairs={p} needs sequences of >= 4 x pairs = {4 * p} tokens (the pairs, then a "
+            if min(lengths) < (need := MQAR(p, task.keys).min_length):
+                raise ConfigError(f"--pairs={p} needs sequences of >= 4 x pairs = {need} tokens (the pairs, then a "
                                   f"query and a filler per pair), but length {min(lengths)} is asked for; drop it "
                                   f"from --lengths or keep --pairs <= {min(lengths) // 4}")
         jobs.append((path, model, run, task, pairs, lengths))

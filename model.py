@@ -248,10 +248,13 @@ def model_keys(run):
     return [f.name for f in dataclasses.fields(GPTConfig) if f.name in values]
 
 
+HOW_COMPUTED = ("activation_checkpointing", "dape_q_chunk")  # change no number, only the time and the memory
+
+
 def shape_keys(run):
-    """The model_keys a checkpoint's weights fix (what --init_from and --resume take over or refuse to change);
-    activation_checkpointing and dape_q_chunk only decide how a run computes."""
-    return [k for k in model_keys(run) if k not in ("activation_checkpointing", "dape_q_chunk")]
+    """The model_keys a checkpoint's weights fix (what --init_from and --resume take over or refuse to change):
+    all but HOW_COMPUTED."""
+    return [k for k in model_keys(run) if k not in HOW_COMPUTED]
 
 
 def model_config(run, n_vocab):

@@ -171,8 +171,14 @@ def build_config(argv):
         base = {**PRESETS[preset], "preset": preset}
     saved = None
     if overrides.get("resume"):  # the checkpoint's config first, then the flags, then the rules
-        saved = resume_checkpoint(overrides.get("out_dir", base.get("out_dir", Config.out_dir)))
+        out = overrides.get("out_dir", base.get("out_dir", Config.out_dir))
+        saved = resume_checkpoint(out)
         base = {k: v for k, v in saved["config"].items() if k in Config.__dataclass_fields__}
+        theirs = base.get("dataset", Config.dataset)
+        if overrides.get("dataset", theirs) != theirs:  # its batches continue that data, from the saved position
+            raise ConfigError(f"--resume continues {out}/ckpt.pt on --dataset={theirs}, but this run asks "
+                              f"for --dataset={overrides['dataset']}; drop --dataset to continue it, or train its "
+                              f"weights on that data in a new run: --init_from={out} with another --out_dir")
     return Config(**{**base, **overrides}), overrides, saved
 
 
@@ -317,9 +323,8 @@ def evaluate(cfg, proc, data, run):
             y = y.to(proc.device)
             with proc.autocast:
                 logits, loss = run.raw(x.to(proc.device), y)
-            acc = answer_accuracy(logits, y) if data.task else 0.0  # every batch holds batch_size·N answers
-            one, right = torch.ones((), device=proc.device), torch.full((), acc, device=proc.device)  # no host copy
-            total += torch.stack([loss.float(), one, right])
+            right = answer_accuracy(logits, y) if data.task else torch.zeros((), device=proc.device)
+            total += torch.stack([loss.float(), torch.ones((), device=proc.device), right])  # N answers a sequence
     if proc.ddp:
         dist.all_reduce(total)
     run.model.train()

@@ -173,6 +173,16 @@ def test_resume_refuses_flags_that_contradict_the_weights(tmp_path, flag, word):
         plumbing.start_run(cfg, overrides, saved, train.shape_keys(cfg) + ["tokenizer"])
 
 
+def test_resume_refuses_another_dataset(tmp_path):
+    """An mqar run resumed with a text --dataset would train the recall model on prose from a generator's state."""
+    a_checkpoint(tmp_path / "ckpt.pt", dataset="mqar")
+    refused(train.build_config, [f"--out_dir={tmp_path}", "--resume", "--dataset=stdlib"],
+            f"--resume continues {tmp_path}/ckpt.pt on --dataset=mqar, but this run asks for --dataset=stdlib")
+    cfg, overrides, saved = train.build_config([f"--out_dir={tmp_path}", "--resume", "--dataset=mqar"])
+    assert cfg.dataset == "mqar" and saved is not None  # the same dataset, said again, is no change
+    assert train.build_config([f"--out_dir={tmp_path}", "--resume"])[0].dataset == "mqar"
+
+
 def test_resume_without_a_checkpoint_and_a_fresh_run_over_one(tmp_path):
     refused(train.build_config, [f"--out_dir={tmp_path}", "--resume"], "--resume but")
     a_checkpoint(tmp_path / "ckpt.pt")

@@ -145,8 +145,8 @@ def test_recall_accuracy_of_scripted_models():
 def test_answer_accuracy_counts_only_the_targets():
     logits = torch.zeros(1, 4, 5)
     logits[0, 0, 1] = logits[0, 1, 2] = logits[0, 2, 3] = logits[0, 3, 4] = 1.0  # argmax 1, 2, 3, 4
-    assert answer_accuracy(logits, torch.tensor([[1, -1, 0, -1]])) == 0.5
-    assert answer_accuracy(logits, torch.tensor([[-1, 2, 3, 4]])) == 1.0
+    assert answer_accuracy(logits, torch.tensor([[1, -1, 0, -1]])).item() == 0.5
+    assert answer_accuracy(logits, torch.tensor([[-1, 2, 3, 4]])).item() == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------

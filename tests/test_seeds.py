@@ -63,3 +63,13 @@ def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp
     lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir"))
     assert [(label, len(members)) for label, members in lines] == [
         ("attention=standard", 4), ("attention=diff, diff_subln=True", 3), ("attention=diff, diff_subln=False", 2)]
+
+
+def test_fields_that_change_no_number_do_not_split_a_group(tmp_path):
+    """A seed resumed after a kill, or run with its DAPE rows in chunks, is still a seed of its group."""
+    run = lambda name, seed, wd=0.1, **fields: fake_run(tmp_path / name, "dape", 4, seed, 1.8, weight_decay=wd,
+                                                        **{"resume": False, "dape_q_chunk": 0, **fields})
+    runs = [run("s1", 1), run("s2", 2), run("s3-resumed", 3, resume=True, dape_q_chunk=64),
+            run("s4", 4, log_interval=50, activation_checkpointing=True), run("s1-wd0", 1, wd=0.0)]
+    lines = evaluate.pooled(evaluate.finished_runs(runs), evaluate.POOLED_OVER)  # weight decay changes the numbers
+    assert [(label, len(members)) for label, members in lines] == [("weight_decay=0.1", 4), ("weight_decay=0.0", 1)]

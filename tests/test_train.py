@@ -251,5 +251,8 @@ def test_compare_schedules_table_and_figure(corpus, tmp_path):
     assert (tmp_path / "wsd-s" / "schedules_compare.png").exists()
     lines = [l for l in proc.stdout.splitlines() if "(wsd-s sqrt)" in l or "(cyclic)" in l]
     assert len(lines) == 6  # three finished models per run
+    named = tmp_path / "figs" / "wsd.png"  # --out may name the .png, as for every other comparison
+    assert run([str(ROOT / "eval.py"), "--mode=schedules", f"--run={tmp_path / 'wsd-s'}", f"--out={named}"],
+               tmp_path).returncode == 0 and named.stat().st_size > 10_000
     one_line_error(run(train_args(corpus, tmp_path / "bad", "--schedule=cosine", "--budgets=20,60", *SCHED), tmp_path),
                    "one cosine run per budget")
