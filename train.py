@@ -324,7 +324,8 @@ def evaluate(cfg, proc, data, run):
             with proc.autocast:
                 logits, loss = run.raw(x.to(proc.device), y)
             right = answer_accuracy(logits, y) if data.task else torch.zeros((), device=proc.device)
-            total += torch.stack([loss.float(), torch.ones((), device=proc.device), right])  # N answers a sequence
+            # every batch holds batch_size·N answers, so the mean of the batches' accuracies is the whole's
+            total += torch.stack([loss.float(), torch.ones((), device=proc.device), right])
     if proc.ddp:
         dist.all_reduce(total)
     run.model.train()
