@@ -4,7 +4,7 @@ errors       ConfigError, DataError, check_choice, check_ranges   bad input, pri
 flags        parse_flags, print_help, cli          --key=value parsed by a dataclass's field types; --help lists them
 device       setup_device                          auto / cuda / cpu / mps, the dtype and its autocast context
 checkpoints  checkpoint_path, load_checkpoint, save_atomic
-run folder   resume_checkpoint, start_run, lock_run_folder, open_run_folder, append_log, read_log
+run folder   resume_checkpoint, start_run, refuse_a_checkpoint, lock_run_folder, open_run_folder, append_log, read_log
 RNG          rng_state, restore_rng                every generator a run draws from, saved and restored together
 text, plots  eta_text, tokens_per_step, pyplot
 
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -235,8 +236,7 @@ def start_run(cfg, overrides, saved, shape_keys):
     if saved is not None:
         adopted_shape(saved["config"], overrides, shape_keys, f"--resume: {out}/ckpt.pt")
         return cfg, saved, None
-    if (out / "ckpt.pt").exists():
-        raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir")
+    refuse_a_checkpoint(out)
     if not cfg.init_from:
         return cfg, None, None
     source = load_checkpoint(cfg.init_from)
@@ -258,14 +258,22 @@ def adopted_shape(theirs, overrides, keys, who):
     return shape
 
 
-def lock_run_folder(out):
+def refuse_a_checkpoint(out):
+    """A new run (not --resume) never writes over a folder that holds a checkpoint."""
+    if (Path(out) / "ckpt.pt").exists():
+        raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir")
+
+
+def lock_run_folder(out, fresh):
     """Create out/ and hold out/run.lock (this process's pid) until release() or exit: a second live run on the
     same folder is refused, a lock left by a killed process is taken over. An out_dir that is a file or cannot be
-    written is refused here, before any data is prepared. -> release()."""
+    written is refused here, before any data is prepared. fresh (not --resume): start_run saw no checkpoint, and
+    that is checked again under the lock, since another run may have finished one in between. At exit a folder
+    that this call created and nothing else wrote to is removed, so a refused run leaves no trace. -> release()."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out_dir={out} is a file, not a folder; choose another --out_dir")
-    lock = out / "run.lock"
+    lock, created = out / "run.lock", not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -274,6 +282,9 @@ def lock_run_folder(out):
                 break
             except FileExistsError:
                 pid = _lock_owner(lock)
+                if not pid:  # empty: its owner may have created it and not yet written its pid
+                    time.sleep(0.2)
+                    pid = _lock_owner(lock)
                 if pid and pid != os.getpid() and _alive(pid):
                     raise ConfigError(f"{out} is in use by a running process (pid {pid}); wait for it, stop it, or "
                                       "choose another --out_dir") from None
@@ -286,6 +297,11 @@ def lock_run_folder(out):
     def release():
         if _lock_owner(lock) == os.getpid():
             lock.unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+    if fresh and (out / "ckpt.pt").exists():
+        release()
+        refuse_a_checkpoint(out)
     atexit.register(release)
     return release
 
@@ -349,9 +365,11 @@ def restore_rng(state, device, **generators):
 # ----------------------------------------------------------------------------------------------------------------
 # text and plots
 
-def eta_text(elapsed, done, left):
-    """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed seconds)."""
-    eta = elapsed / max(done, 1) * left
+def eta_text(elapsed, done, left, first=0.0):
+    """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed seconds). first: the
+    seconds the session's first step took, left out of the average once there are others (compile, first
+    allocations and the first eval never recur; with them a GPU run's early ETAs are hours too long)."""
+    eta = (elapsed - first) / (done - 1) * left if first and done > 1 else elapsed / max(done, 1) * left
     return f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
 
 

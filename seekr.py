@@ -349,7 +349,7 @@ def continual(cfg, overrides, saved=None):
     if "RANK" in os.environ:
         raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
     cfg, saved, source = start_run(cfg, overrides, saved, shape_keys(cfg) + ["tokenizer"])
-    release = lock_run_folder(cfg.out_dir)  # one live run per out_dir
+    release = lock_run_folder(cfg.out_dir, fresh=saved is None)  # one live run per out_dir
     run = ContinualRun(cfg, saved, source)
     del saved, source
     for t in range(run.state["task"], len(run.names)):

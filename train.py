@@ -376,7 +376,8 @@ def main(argv):
         return seekr.continual(cfg, overrides, saved)
     cfg, saved, source = start_run(cfg, overrides, saved, shape_keys(cfg) + ["tokenizer"])
     proc = set_up(cfg)
-    release = lock_run_folder(cfg.out_dir) if proc.master else (lambda: None)  # one live run per out_dir
+    release = (lock_run_folder(cfg.out_dir, fresh=saved is None) if proc.master  # one live run per out_dir
+               else (lambda: None))
     data = load_data(cfg, proc)
     join_process_group(proc)
     run = Run(cfg, proc, data, source, saved)
@@ -412,7 +413,7 @@ def train(cfg, proc, data, run):
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # finish the step, save, exit
 
-    t_start, steps_done = time.time(), 0  # this session's start and steps, for the ETA
+    t_start, steps_done, t_first = time.time(), 0, 0.0  # this session's start, steps and first step, for the ETA
     t_last, n_timed, row = time.time(), 0, {}
     while run.branch or run.it < cfg.max_iters:
         lr = lr_at(run.it, run.branch)
@@ -446,6 +447,7 @@ def train(cfg, proc, data, run):
         run.optimizer.zero_grad(set_to_none=True)
         run.it, n_timed, run.tokens = run.it + 1, n_timed + 1, run.tokens + tokens_per_iter
         steps_done += 1
+        t_first = t_first or time.time() - t_start  # step 1 holds compile, first allocations, the first eval (CPU time)
 
         if (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or row:
             if proc.ddp:
@@ -454,7 +456,7 @@ def train(cfg, proc, data, run):
             row = {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}  # .item() waits for the GPU
             dt = (time.time() - t_last) / n_timed  # so the time is read after the steps really finished
             left = cfg.max_iters - run.it + sum(decay_len(b, cfg.decay_frac) for b in forks.values() if b > run.it)
-            progress(cfg, proc, run, row, dt, eta_text(time.time() - t_start, steps_done, left), peak)
+            progress(cfg, proc, run, row, dt, eta_text(time.time() - t_start, steps_done, left, t_first), peak)
             t_last, n_timed, row = time.time(), 0, {}
         finish_or_fork(cfg, proc, data, run, budgets, forks)
         if proc.ddp:  # every rank stops at the same step when any of them got Ctrl-C

@@ -199,15 +199,38 @@ def test_one_live_run_per_out_dir(tmp_path):
     try:
         (tmp_path / "run.lock").write_text(str(sleeper.pid))
         with pytest.raises(ConfigError, match=f"in use by a running process \\(pid {sleeper.pid}\\)"):
-            plumbing.lock_run_folder(tmp_path)
+            plumbing.lock_run_folder(tmp_path, fresh=True)
         assert (tmp_path / "run.lock").read_text() == str(sleeper.pid)  # the live run's lock is left alone
     finally:
         sleeper.kill()
         sleeper.wait()
-    release = plumbing.lock_run_folder(tmp_path)  # its process is gone: the lock is taken over
+    release = plumbing.lock_run_folder(tmp_path, fresh=True)  # its process is gone: the lock is taken over
     assert (tmp_path / "run.lock").read_text() == str(os.getpid())
     release()
     assert not (tmp_path / "run.lock").exists()
+
+
+def test_a_checkpoint_written_before_the_lock_is_not_overwritten(tmp_path):
+    """start_run saw no checkpoint, then another run on the folder finished one before this run took the lock."""
+    cfg, overrides, saved = train.build_config([f"--out_dir={tmp_path}", "--preset=tiny"])
+    plumbing.start_run(cfg, overrides, saved, [])  # nothing there yet
+    a_checkpoint(tmp_path / "ckpt.pt")  # the other run ends
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        plumbing.lock_run_folder(tmp_path, fresh=True)
+    assert not (tmp_path / "run.lock").exists() and (tmp_path / "ckpt.pt").exists()
+    plumbing.lock_run_folder(tmp_path, fresh=False)()  # --resume expects it
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    plumbing.lock_run_folder(tmp_path / "new" / "run", fresh=True)()  # refused later (say, a bad --dataset)
+    assert not (tmp_path / "new" / "run").exists()
+    release = plumbing.lock_run_folder(tmp_path / "kept", fresh=True)
+    (tmp_path / "kept" / "log.jsonl").write_text("")
+    release()
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["log.jsonl"]
+    release = plumbing.lock_run_folder(tmp_path, fresh=True)  # it was there before: never removed
+    release()
+    assert tmp_path.exists()
 
 
 def test_an_unusable_out_dir_is_refused_before_the_data_is_prepared(tmp_path):
@@ -250,6 +273,8 @@ def test_train_help_shows_what_a_run_with_no_flags_uses():
 def test_messages_name_the_real_values(tmp_path):
     one_line_error(script("train.py", "--preset=xx"), "not one of tiny, cpu, small, gpt2")
     assert plumbing.eta_text(60, 10, 20) == "elapsed 1m00s | eta 2m00s"
+    assert plumbing.eta_text(63, 10, 20, first=45) == "elapsed 1m03s | eta 0m40s"  # a compiled first step of 45 s
+    assert plumbing.eta_text(45, 1, 20, first=45) == "elapsed 0m45s | eta 15m00s"  # nothing else to go by yet
     runs = [dict(preset="cpu", n_layer=4, n_embd=128, n_head=4, dataset="stdlib", seed=s) for s in (1, 2, 3)]
     assert evaluate.shared_title(runs) == "cpu, 4x128, 4 heads, stdlib (3 runs)"  # no seed: they differ
     assert evaluate.shared_title(runs[:1]) == "cpu, 4x128, 4 heads, stdlib, seed 1 (1 run)"
