@@ -265,6 +265,9 @@ def seeds_report(runs, x, out):
     as a table. With x (a numeric config field) also seeds.png: the final val loss against x, one line per group of
     the other fields, std error bars. Returns the figure's path or None."""
     loaded = finished_runs(runs)
+    for cfg, _ in loaded if x else []:  # before the table, so that a bad --x prints nothing but its error
+        if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
+            raise ConfigError(f"--x={x} is not a numeric field of {cfg['out_dir']}'s config")
     print(f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed")
     for label, members in pooled(loaded, POOLED_OVER):
         for i, row in enumerate(members[0][1]):
@@ -280,8 +283,6 @@ def seeds_report(runs, x, out):
     for label, members in pooled(loaded, (*POOLED_OVER, x)):
         by_x = {}
         for cfg, budgets in members:
-            if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
-                raise ConfigError(f"--x={x} is not a numeric field of {cfg['out_dir']}'s config")
             by_x.setdefault(cfg[x], []).append(budgets[-1]["val_loss"])
             cfgs.append(cfg)
         xs = sorted(by_x)

@@ -49,11 +49,13 @@ def test_plot_lines_group_everything_but_x(runs):
     assert [len(members) for _, members in lines] == [6, 6]
 
 
-def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path):
+def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path, capsys):
     with pytest.raises(ConfigError, match="no finished model"):
         evaluate.seeds_report(runs + [fake_run(tmp_path / "late", "diff", 4, 9, 0.0, rows=False)], "", "")
+    capsys.readouterr()
     with pytest.raises(ConfigError, match="not a numeric field"):
         evaluate.seeds_report(runs, "attention", str(tmp_path / "x.png"))
+    assert capsys.readouterr().out == ""  # no table before the error
 
 
 def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp_path):
