@@ -268,12 +268,11 @@ def lock_run_folder(out, fresh):
     """Create out/ and hold out/run.lock (this process's pid) until release() or exit: a second live run on the
     same folder is refused, a lock left by a killed process is taken over. An out_dir that is a file or cannot be
     written is refused here, before any data is prepared. fresh (not --resume): start_run saw no checkpoint, and
-    that is checked again under the lock, since another run may have finished one in between. At exit a folder
-    that this call created and nothing else wrote to is removed, so a refused run leaves no trace. -> release()."""
+    that is checked again under the lock, since another run may have finished one in between. -> release()."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out_dir={out} is a file, not a folder; choose another --out_dir")
-    lock, created = out / "run.lock", not out.exists()
+    lock = out / "run.lock"
     try:
         out.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -297,8 +296,6 @@ def lock_run_folder(out, fresh):
     def release():
         if _lock_owner(lock) == os.getpid():
             lock.unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
     if fresh and (out / "ckpt.pt").exists():
         release()
         refuse_a_checkpoint(out)

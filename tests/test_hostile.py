@@ -221,18 +221,6 @@ def test_a_checkpoint_written_before_the_lock_is_not_overwritten(tmp_path):
     plumbing.lock_run_folder(tmp_path, fresh=False)()  # --resume expects it
 
 
-def test_a_refused_run_leaves_no_folder_behind(tmp_path):
-    plumbing.lock_run_folder(tmp_path / "new" / "run", fresh=True)()  # refused later (say, a bad --dataset)
-    assert not (tmp_path / "new" / "run").exists()
-    release = plumbing.lock_run_folder(tmp_path / "kept", fresh=True)
-    (tmp_path / "kept" / "log.jsonl").write_text("")
-    release()
-    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["log.jsonl"]
-    release = plumbing.lock_run_folder(tmp_path, fresh=True)  # it was there before: never removed
-    release()
-    assert tmp_path.exists()
-
-
 def test_an_unusable_out_dir_is_refused_before_the_data_is_prepared(tmp_path):
     (tmp_path / "afile").write_text("x")
     argv = ["--preset=tiny", f"--out_dir={tmp_path / 'afile'}", f"--data_dir={tmp_path / 'data'}", "--device=cpu"]
