@@ -126,6 +126,8 @@ class Config(seekr.ContinualConfig):
             seekr.check_continual(self)
         elif task := mqar_task(self.dataset):  # the pairs and their queries must fit a block, the ids the vocabulary
             task.check(self.block_size, get_tokenizer(self.tokenizer).n_vocab)
+        else:
+            corpus_folder(self.dataset, self.tokenizer, self.data_dir)  # refuses an unknown name, fineweb without gpt2
 
 
 PRESETS = {

@@ -16,7 +16,7 @@ import plumbing
 import schedules
 import train
 from helpers import one_line_error
-from plumbing import ConfigError
+from plumbing import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +86,14 @@ def refused(build, argv, word):
 @pytest.mark.parametrize("argv, word", TRAIN)
 def test_train_flags_out_of_range(argv, word, tmp_path):
     refused(train.build_config, ["--preset=tiny", f"--out_dir={tmp_path / 'run'}", *argv], word)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, word", [(["--dataset=x"], "is not one of stdlib"),
+                                        (["--dataset=fineweb:2"], "pass --tokenizer=gpt2")])
+def test_a_bad_dataset_is_refused_before_the_run_folder_exists(argv, word, tmp_path):
+    with pytest.raises(DataError, match=word):
+        train.build_config(["--preset=tiny", f"--out_dir={tmp_path / 'run'}", *argv])
     assert not (tmp_path / "run").exists()
 
 
