@@ -449,7 +449,8 @@ def train(cfg, proc, data, run):
         run.optimizer.zero_grad(set_to_none=True)
         run.it, n_timed, run.tokens = run.it + 1, n_timed + 1, run.tokens + tokens_per_iter
         steps_done += 1
-        t_first = t_first or time.time() - t_start  # step 1 holds compile, first allocations, the first eval (CPU time)
+        if steps_done == 1:  # it holds the compile, the first allocations and the first eval (CPU time)
+            t_first = time.time() - t_start
 
         if (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or row:
             if proc.ddp:
@@ -553,8 +554,9 @@ def plot_losses(out_dir):
             ax.plot(*([[], []] if above else [[0, train_rows[-1][0]], [unigram / bpb] * 2]), color="gray", ls="--",
                     lw=1, label=f"unigram baseline {unigram:.2f} bits/byte" + (" (above the plot)" if above else ""))
     recall = [(r["iter"] * per_step, r["val_acc"]) for r in val_rows if "val_acc" in r]  # mqar
-    acc = ax.twinx() if recall else None
+    acc = None
     if recall:
+        acc = ax.twinx()
         acc.plot(*zip(*recall), "s--", color="C2", label="val recall accuracy")
         acc.set(ylim=(0, 1.02), ylabel="recall accuracy (val)")
     budgets = [int(b) for b in cfg["budgets"].split(",")] if cfg["budgets"] else []
