@@ -46,7 +46,9 @@ POSITIONS = ("rope", "nope", "alibi", "learned", "kerple")
 
 def rope_cos_sin(T, head_dim, base, device):
     """cos, sin of shape (T, head_dim/2) for positions 0..T-1."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)  # θ_i = base^(−2i/d)
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+    )  # θ_i = base^(−2i/d)
     angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)  # (T, d/2)
     return angles.cos(), angles.sin()
 
@@ -54,13 +56,17 @@ def rope_cos_sin(T, head_dim, base, device):
 def apply_rope(x, cos, sin):
     """Rotate pairs (x_i, x_{i+d/2}) of x (B, H, T, d) by position-dependent angles."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)  # RoFormer eq. (34)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(
+        x
+    )  # RoFormer eq. (34)
 
 
 def alibi_slopes(n_head):
     """m_h = 2^(−8h/H) for h = 1..H, with the paper's interpolation when H is not a power of two."""
+
     def powers(n):
         return [2 ** (-8 * (h + 1) / n) for h in range(n)]
+
     if math.log2(n_head).is_integer():
         return torch.tensor(powers(n_head))
     closest = 2 ** math.floor(math.log2(n_head))
@@ -100,7 +106,9 @@ class KerpleLog(nn.Module):
 
     def forward(self, dist):
         """(Tq, Tk) matrix of i − j -> (H, Tq, Tk) bias; future entries (i − j < 0) get 0, the mask handles them."""
-        with torch.no_grad():  # as Kerple's code: clamp the stored values, so a clamped parameter can recover
+        with (
+            torch.no_grad()
+        ):  # as Kerple's code: clamp the stored values, so a clamped parameter can recover
             self.p.data.clamp_(min=self.eps)
             self.a.data.clamp_(min=self.eps)
         p, a = self.p[:, None, None], self.a[:, None, None]
@@ -228,7 +236,9 @@ class CausalSelfAttention(Attention):
         p = self.dropout if self.training else 0.0
         if bias is None:  # flash / cuDNN kernels apply
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(bias, q.dtype), dropout_p=p)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=additive_mask(bias, q.dtype), dropout_p=p
+        )
 
     def explicit_map(self, q, k, bias):
         """Attention probabilities (B, H, T, T), materialised."""
@@ -248,14 +258,20 @@ class DiffAttention(Attention):
     """
 
     def __init__(self, config, layer_idx):
-        super().__init__(config, n_head=config.n_head // 2, n_qk_heads=config.n_head)  # h heads, 2h sub-heads
+        super().__init__(
+            config, n_head=config.n_head // 2, n_qk_heads=config.n_head
+        )  # h heads, 2h sub-heads
         self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)  # λinit, §2.1 (layer_idx 0-based)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
-            nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1)) for _ in range(4))
+            nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(0.0, 0.1))
+            for _ in range(4)
+        )
         # the per-head normalisation of eq. (3); diff_subln=False drops it (the ablation, GPTConfig)
         self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5) if config.diff_subln else nn.Identity()
         self.add_position_params()  # h slopes / kerple pairs, one per differential head
-        self.split_v = None  # None: V in halves without bias or dropout (flash-eligible); a bool forces it
+        self.split_v = (
+            None  # None: V in halves without bias or dropout (flash-eligible); a bool forces it
+        )
 
     def lam(self):
         """λ, one scalar per layer, computed in fp32."""
@@ -270,14 +286,23 @@ class DiffAttention(Attention):
         head size, which the flash kernels need (CUDA's, and the CPU's). With a bias or dropout one call takes the
         2d-wide V (one dropout mask per map, which the halves would not share)."""
         p = self.dropout if self.training else 0.0
-        bias = None if bias is None else bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
+        bias = (
+            None if bias is None else bias.repeat_interleave(2, dim=0)
+        )  # head i's bias on both of its maps
         mask = None if bias is None else additive_mask(bias, q.dtype)
 
-        def attend(values):  # values (B, 2h, T, ·): sub-head s of q, k applied to them (A1 at even s, A2 at odd s)
-            return F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        def attend(
+            values,
+        ):  # values (B, 2h, T, ·): sub-head s of q, k applied to them (A1 at even s, A2 at odd s)
+            return F.scaled_dot_product_attention(
+                q, k, values, attn_mask=mask, dropout_p=p, is_causal=mask is None
+            )
+
         split = self.split_v if self.split_v is not None else (mask is None and p == 0.0)
         if split:
-            va, vb = (half.repeat_interleave(2, dim=1) for half in v.chunk(2, dim=-1))  # (B, 2h, T, d) each
+            va, vb = (
+                half.repeat_interleave(2, dim=1) for half in v.chunk(2, dim=-1)
+            )  # (B, 2h, T, d) each
             o = torch.cat([attend(va), attend(vb)], dim=-1)  # (B, 2h, T, 2d)
         else:
             o = attend(v.repeat_interleave(2, dim=1))  # (B, 2h, T, 2d)
@@ -288,18 +313,24 @@ class DiffAttention(Attention):
         if bias is not None:
             bias = bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
         att = self.softmax_map(q, k, bias)  # (B, 2h, T, T)
-        return att[:, 0::2] - self.lam() * att[:, 1::2]  # eq. (1): softmax first, then the difference
+        return (
+            att[:, 0::2] - self.lam() * att[:, 1::2]
+        )  # eq. (1): softmax first, then the difference
 
     def parts(self, q, k, bias):
         """A1 (sub-heads 2i), A2 (sub-heads 2i + 1) and the effective map A1 − λ·A2 of each differential head
         (B, h, T, T); λ is self.lam(). Head i's bias goes on both of its maps."""
-        return {"A1": self.softmax_map(q[:, 0::2], k[:, 0::2], bias),
-                "A2": self.softmax_map(q[:, 1::2], k[:, 1::2], bias),
-                "A1 − λ·A2": self.explicit_map(q, k, bias)}
+        return {
+            "A1": self.softmax_map(q[:, 0::2], k[:, 0::2], bias),
+            "A2": self.softmax_map(q[:, 1::2], k[:, 1::2], bias),
+            "A1 − λ·A2": self.explicit_map(q, k, bias),
+        }
 
     def project(self, y):
         """Each head normalised, then the shared output projection."""
-        y = self.subln(y) * (1 - self.lambda_init)  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
+        y = self.subln(y) * (
+            1 - self.lambda_init
+        )  # eq. (3): per-head RMSNorm, scaled by (1 − λinit)
         return super().project(y)
 
 
@@ -315,11 +346,17 @@ class DapeV2Attention(Attention):
     def __init__(self, config, layer_idx):
         super().__init__(config, n_head=config.n_head, n_qk_heads=config.n_head)
         self.add_position_params()
-        H, D, k = self.n_head, config.dape_channels, config.dape_kernel  # GPTConfig checked pos and k
+        H, D, k = (
+            self.n_head,
+            config.dape_channels,
+            config.dape_kernel,
+        )  # GPTConfig checked pos and k
         n_in = H if self.pos == "nope" else 2 * H
         self.conv1 = nn.Conv2d(n_in, D, kernel_size=(1, k), padding=(0, k // 2))
         self.conv2 = nn.Conv2d(D, H, kernel_size=(1, k), padding=(0, k // 2))
-        self.q_chunk = config.dape_q_chunk  # query rows per chunk, 0: all T at once (GPT.set_q_chunk for eval)
+        self.q_chunk = (
+            config.dape_q_chunk
+        )  # query rows per chunk, 0: all T at once (GPT.set_q_chunk for eval)
 
     def forward(self, x):
         T = x.size(1)
@@ -328,9 +365,14 @@ class DapeV2Attention(Attention):
             y = self.capture(self.probs(q, k, 0, T)) @ v
         else:
             step = self.q_chunk or T
-            ys = [F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
-                  @ v[:, :, :min(i0 + step, T)] for i0 in reversed(range(0, T, step))]  # (B, H, rows, d)
-            y = torch.cat(ys[::-1], dim=2)  # last rows first: each chunk's buffers fit in the previous, larger ones
+            ys = [
+                F.dropout(self.probs(q, k, i0, min(i0 + step, T)), self.dropout, self.training)
+                @ v[:, :, : min(i0 + step, T)]
+                for i0 in reversed(range(0, T, step))
+            ]  # (B, H, rows, d)
+            y = torch.cat(
+                ys[::-1], dim=2
+            )  # last rows first: each chunk's buffers fit in the previous, larger ones
         return self.project(y)
 
     def parts(self, q, k, bias):
@@ -339,9 +381,12 @@ class DapeV2Attention(Attention):
         T = q.size(-2)
         s = self.dot_scores(q, k)  # S: (B, H, T, T)
         before = s if bias is None else s + bias
-        return {"S" if bias is None else "S + B": before,
-                "conv correction": self.scores(q, k, 0, T) - before,  # S' − (S + Bias): refine's conv term
-                "softmax(S′)": self.probs(q, k, 0, T)}
+        return {
+            "S" if bias is None else "S + B": before,
+            "conv correction": self.scores(q, k, 0, T)
+            - before,  # S' − (S + Bias): refine's conv term
+            "softmax(S′)": self.probs(q, k, 0, T),
+        }
 
     def probs(self, q, k, i0, i1):
         """softmax(S') for query rows i0..i1-1 over keys 0..i1-1: (B, H, i1 - i0, i1)."""
@@ -362,11 +407,19 @@ class DapeV2Attention(Attention):
     def refine(self, s, dist):
         """Scores S (B, H, rows, keys) at offsets dist = i − j (rows, keys) -> S', same shape."""
         bias = self.relative_bias(dist)  # (H, rows, keys), None for nope
-        feats = s if bias is None else torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)  # [S ; Bias]: 2H channels
+        feats = (
+            s if bias is None else torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)
+        )  # [S ; Bias]: 2H channels
         feats = feats.masked_fill(dist < 0, 0.0)  # tril: no future score reaches the conv
-        feats = feats.contiguous(memory_format=torch.channels_last)  # same numbers; the convs run ~2x faster on CPU
-        bias = 0.0 if bias is None else bias.type_as(s)  # in the scores' dtype: no fp32 promotion under bf16
-        return s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
+        feats = feats.contiguous(
+            memory_format=torch.channels_last
+        )  # same numbers; the convs run ~2x faster on CPU
+        bias = (
+            0.0 if bias is None else bias.type_as(s)
+        )  # in the scores' dtype: no fp32 promotion under bf16
+        return (
+            s + bias + self.conv2(F.leaky_relu(self.conv1(feats)))
+        )  # DAPE V2: S' = S + Bias + conv(tril([S ; Bias]))
 
 
 def make_attention(config, layer_idx):

@@ -40,7 +40,9 @@ class BenchConfig:
     mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
-    dape_q_chunk: int = 0  # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
+    dape_q_chunk: int = (
+        0  # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
+    )
     steps: int = 10
     warmup: int = 3
     rounds: int = 1  # the attention types are timed in turn this many times (A B C A B C ...); medians are reported
@@ -48,15 +50,30 @@ class BenchConfig:
     dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
     json: bool = False  # one JSON object per attention type instead of the table
-    peak_tflops: float = 0.0  # the GPU's dense bf16 peak for MFU, when model.PEAK_TFLOPS does not know its name
+    peak_tflops: float = (
+        0.0  # the GPU's dense bf16 peak for MFU, when model.PEAK_TFLOPS does not know its name
+    )
 
     def __post_init__(self):
         for a in self.attentions.split(","):
             check_choice("attentions", a, ATTENTIONS)
-        check_ranges(self, dict(n_layer="[0, inf)", n_head="[0, inf)", n_embd="[0, inf)", batch_size="[0, inf)",
-                                block_size="[0, inf)", infer_len="[1, inf)", q_chunk="[0, inf)", dape_q_chunk="[0, inf)",
-                                steps="[1, inf)", warmup="[0, inf)", rounds="[1, inf)",
-                                peak_tflops="[0, inf)"))  # [ includes the end; 0 = the preset's
+        check_ranges(
+            self,
+            dict(
+                n_layer="[0, inf)",
+                n_head="[0, inf)",
+                n_embd="[0, inf)",
+                batch_size="[0, inf)",
+                block_size="[0, inf)",
+                infer_len="[1, inf)",
+                q_chunk="[0, inf)",
+                dape_q_chunk="[0, inf)",
+                steps="[1, inf)",
+                warmup="[0, inf)",
+                rounds="[1, inf)",
+                peak_tflops="[0, inf)",
+            ),
+        )  # [ includes the end; 0 = the preset's
 
 
 MODES = ("train", "infer", "check")
@@ -65,7 +82,11 @@ MODES = ("train", "infer", "check")
 def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmup):
     """Seconds per training step and peak CUDA memory (bytes, 0 on CPU)."""
     opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), device)
-    step_model = torch.compile(model) if cfg.compile == "true" or (cfg.compile == "auto" and device == "cuda") else model
+    step_model = (
+        torch.compile(model)
+        if cfg.compile == "true" or (cfg.compile == "auto" and device == "cuda")
+        else model
+    )
     x = torch.randint(0, model.config.vocab_size, (batch_size, block_size + 1), device=device)
 
     def step():
@@ -102,20 +123,30 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = (
+        torch.cuda.memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     t0 = time.perf_counter()
     with torch.no_grad(), autocast:
         model.lm_head(model.features(x)[:, -256:])
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return seconds, peak, before, model.num_params(), model.config.pos
 
 
 def infer_table(cfg, runs, n_vocab, device, dtype):
     """runs: {attention: its train.Config}."""
-    print(f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} {'before forward':>15}")
+    print(
+        f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} {'before forward':>15}"
+    )
     for attention, run in runs.items():
         args = (run, n_vocab, cfg.infer_len, cfg.q_chunk, device, dtype)
         if device == "cuda":
@@ -123,8 +154,10 @@ def infer_table(cfg, runs, n_vocab, device, dtype):
         else:  # peak RSS never goes down: measure each in a fresh process
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 seconds, peak, before, params, pos = pool.apply(infer_once, args)
-        print(f"{attention:<10} {pos:<7} {params / 1e6:>7.2f}M {seconds:>8.2f} {peak / 2**30:>7.2f} GB "
-              f"{before / 2**30:>12.2f} GB")
+        print(
+            f"{attention:<10} {pos:<7} {params / 1e6:>7.2f}M {seconds:>8.2f} {peak / 2**30:>7.2f} GB "
+            f"{before / 2**30:>12.2f} GB"
+        )
 
 
 def main(argv):
@@ -133,37 +166,67 @@ def main(argv):
         return gpu_check()
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
     preset = cfg.preset or ("small" if device == "cuda" else "cpu")
-    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size") if getattr(cfg, k)}
+    shape = {
+        k: getattr(cfg, k)
+        for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size")
+        if getattr(cfg, k)
+    }
     attentions = cfg.attentions.split(",")
-    attentions = ["standard"] + [a for a in attentions if a != "standard"]  # the baseline of the ratios, timed first
-    runs = {a: Config(**{**PRESETS[preset], **shape, "attention": a, "pos": cfg.pos or "auto",  # checked here,
-                         "dape_q_chunk": cfg.dape_q_chunk}) for a in attentions}  # before anything is printed
+    attentions = ["standard"] + [
+        a for a in attentions if a != "standard"
+    ]  # the baseline of the ratios, timed first
+    runs = {
+        a: Config(
+            **{
+                **PRESETS[preset],
+                **shape,
+                "attention": a,
+                "pos": cfg.pos or "auto",  # checked here,
+                "dape_q_chunk": cfg.dape_q_chunk,
+            }
+        )
+        for a in attentions
+    }  # before anything is printed
     run = runs["standard"]
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     if cfg.mode == "infer":
-        print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
-              f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS")
+        print(
+            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
+            f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS"
+        )
         return infer_table(cfg, runs, n_vocab, device, dtype)
     peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(device))
     if not cfg.json:
-        print(f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch {run.batch_size} x "
-              f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}"
-              f"{f', median of {cfg.rounds} rounds' if cfg.rounds > 1 else ''}"
-              f"{f', DAPE q_chunk {cfg.dape_q_chunk}' if cfg.dape_q_chunk else ''}; MFU from FLOPs counted by "
-              "torch.utils.flop_counter")
-        print(f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
-              f"{'peak mem':>9} {'time vs standard':>17}")
+        print(
+            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch {run.batch_size} x "
+            f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}"
+            f"{f', median of {cfg.rounds} rounds' if cfg.rounds > 1 else ''}"
+            f"{f', DAPE q_chunk {cfg.dape_q_chunk}' if cfg.dape_q_chunk else ''}; MFU from FLOPs counted by "
+            "torch.utils.flop_counter"
+        )
+        print(
+            f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
+            f"{'peak mem':>9} {'time vs standard':>17}"
+        )
     rows = time_types(cfg, runs, n_vocab, device, autocast, peak)
     for r in rows.values():
-        r.update(vs_standard=r["ms_per_step"] / rows["standard"]["ms_per_step"], device=device, dtype=dtype,
-                 preset=preset, batch_size=run.batch_size, block_size=run.block_size)
+        r.update(
+            vs_standard=r["ms_per_step"] / rows["standard"]["ms_per_step"],
+            device=device,
+            dtype=dtype,
+            preset=preset,
+            batch_size=run.batch_size,
+            block_size=run.block_size,
+        )
         if cfg.json:
             print(json.dumps(r))
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
         mem_gb = f"{r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "-"
-        print(f"{r['attention']:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
-              f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x")
+        print(
+            f"{r['attention']:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
+            f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x"
+        )
 
 
 def time_types(cfg, runs, n_vocab, device, autocast, peak):
@@ -175,14 +238,22 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
         for attention, run in runs.items():
             torch.manual_seed(0)
             model = GPT(model_config(run, n_vocab)).to(device)
-            s, mem = bench_one(model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup)
+            s, mem = bench_one(
+                model, cfg, run.batch_size, run.block_size, device, autocast, cfg.steps, cfg.warmup
+            )
             seconds[attention].append(s)
             median = statistics.median(seconds[attention])
             tokens_per_sec = run.batch_size * run.block_size / median
-            rows[attention] = dict(attention=attention, pos=model.config.pos, params=model.num_params(),
-                                   flops_per_token=model.flops_per_token(), ms_per_step=1000 * median,
-                                   tokens_per_sec=tokens_per_sec, mfu=model.estimate_mfu(tokens_per_sec, peak),
-                                   peak_mem_gb=mem / 2**30 if mem else None)
+            rows[attention] = dict(
+                attention=attention,
+                pos=model.config.pos,
+                params=model.num_params(),
+                flops_per_token=model.flops_per_token(),
+                ms_per_step=1000 * median,
+                tokens_per_sec=tokens_per_sec,
+                mfu=model.estimate_mfu(tokens_per_sec, peak),
+                peak_mem_gb=mem / 2**30 if mem else None,
+            )
             del model
     return rows
 
@@ -190,13 +261,16 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
 # ----------------------------------------------------------------------------------------------------------------
 # the GPU check: python bench.py --mode=check
 
+
 def gpu_check():
     """Everything a first GPU run should confirm, in one command; on a machine without CUDA the CUDA parts say
     'skipped' and the rest runs. Prints; asserts nothing."""
     cuda = torch.cuda.is_available()
     where = torch.cuda.get_device_name() if cuda else "no CUDA GPU: the CUDA parts are skipped"
     print(f"GPU check | {where} | torch {torch.__version__}")
-    print("\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad through the maps")
+    print(
+        "\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad through the maps"
+    )
     for attention, pos in attention_position_pairs():
         print(f"  {attention + '/' + pos:<16} " + check_pair(attention, pos, cuda))
     print("\n2. the SDPA kernels each attention type can run (bf16, training shape)")
@@ -205,16 +279,30 @@ def gpu_check():
     print("\n3. graph breaks under torch.compile (torch._dynamo.explain, one forward + loss)")
     for attention in ATTENTIONS:
         print(f"  {attention:<9} " + check_graph_breaks(attention))
-    print("\n4. `python train.py` (the small preset, 300 steps) and the gpt2 preset's bench figures")
+    print(
+        "\n4. `python train.py` (the small preset, 300 steps) and the gpt2 preset's bench figures"
+    )
     if not cuda:
-        print("  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 --out_dir=out/gpu_check_<time>, "
-              "python bench.py --preset=gpt2 --json")
+        print(
+            "  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 --out_dir=out/gpu_check_<time>, "
+            "python bench.py --preset=gpt2 --json"
+        )
         return
-    for args in (["train.py", "--max_iters=300", "--eval_interval=100", f"--out_dir=out/gpu_check_{int(time.time())}"],
-                 ["bench.py", "--preset=gpt2", "--json"]):
+    for args in (
+        [
+            "train.py",
+            "--max_iters=300",
+            "--eval_interval=100",
+            f"--out_dir=out/gpu_check_{int(time.time())}",
+        ],
+        ["bench.py", "--preset=gpt2", "--json"],
+    ):
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
-        print(f"  $ python {' '.join(args)}  (exit {proc.returncode})\n" + "\n".join("    " + t for t in tail))
+        print(
+            f"  $ python {' '.join(args)}  (exit {proc.returncode})\n"
+            + "\n".join("    " + t for t in tail)
+        )
 
 
 def attention_position_pairs():
@@ -232,8 +320,17 @@ def attention_position_pairs():
 
 def tiny_model(attention, pos, device="cpu", T=32):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=128, block_size=T, n_layer=2, n_head=4, n_embd=64, attention=attention,
-                          pos=pos)).to(device)
+    model = GPT(
+        GPTConfig(
+            vocab_size=128,
+            block_size=T,
+            n_layer=2,
+            n_head=4,
+            n_embd=64,
+            attention=attention,
+            pos=pos,
+        )
+    ).to(device)
     x = torch.randint(0, 128, (2, T + 1), generator=torch.Generator().manual_seed(1)).to(device)
     return model, x[:, :-1], x[:, 1:]
 
@@ -250,15 +347,21 @@ def check_pair(attention, pos, cuda):
         model_c, xc, yc = tiny_model(attention, pos, "cuda")
         loss_c = model_c(xc, yc)[1]
         loss_c.backward()
-        dg = max((g.cpu() - p.grad.cpu()).abs().max().item() for g, p in zip(grads, model_c.parameters()))
+        dg = max(
+            (g.cpu() - p.grad.cpu()).abs().max().item() for g, p in zip(grads, model_c.parameters())
+        )
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss_bf16 = model_c(xc, yc)[1].float()
-        text += (f" | cuda fp32 |Δloss| {abs(loss_c.item() - loss.item()):.1e}, max |Δgrad| {dg:.1e} | "
-                 f"bf16 |Δloss| {abs(loss_bf16.item() - loss.item()):.1e}")
+        text += (
+            f" | cuda fp32 |Δloss| {abs(loss_c.item() - loss.item()):.1e}, max |Δgrad| {dg:.1e} | "
+            f"bf16 |Δloss| {abs(loss_bf16.item() - loss.item()):.1e}"
+        )
     model, x, y = tiny_model(attention, pos, device)
     _, loss, maps = model.attention_maps(x, {0: [0], 1: [1]}, y)
     g = torch.autograd.grad(loss, [maps[0], maps[1]])
-    ok = all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in g) and all(p.grad is None for p in model.parameters())
+    ok = all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in g) and all(
+        p.grad is None for p in model.parameters()
+    )
     return text + f" | maps {tuple(maps[0].shape)} on {device}: ∂loss/∂A {'ok' if ok else 'WRONG'}"
 
 
@@ -267,13 +370,17 @@ def check_kernels(attention):
     if attention == "dape":
         return "no SDPA: DAPE V2 materialises the T×T scores (explicit path only)"
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     model, x, y = tiny_model(attention, "rope", "cuda", T=256)
     works = []
     for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
         if not hasattr(SDPBackend, name):
             continue
         try:
-            with sdpa_kernel([getattr(SDPBackend, name)]), torch.autocast("cuda", dtype=torch.bfloat16):
+            with (
+                sdpa_kernel([getattr(SDPBackend, name)]),
+                torch.autocast("cuda", dtype=torch.bfloat16),
+            ):
                 model(x, y)[1].backward()
             works.append(name.lower())
         except RuntimeError:
@@ -287,7 +394,8 @@ def check_graph_breaks(attention):
     reasons = sorted({str(b.reason).splitlines()[0][:80] for b in explained.break_reasons})
     torch._dynamo.reset()
     return f"{explained.graph_count} graph(s), {explained.graph_break_count} break(s)" + (
-        ": " + "; ".join(reasons) if reasons else "")
+        ": " + "; ".join(reasons) if reasons else ""
+    )
 
 
 if __name__ == "__main__":

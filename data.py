@@ -27,6 +27,7 @@ Design choices:
 - Everything is computed from token histograms, so a multi-GB FineWeb split streams shard by shard.
 - User mistakes (unknown names, empty corpus, no network, wrong tokenizer) raise DataError: one line, no traceback.
 """
+
 import difflib
 import hashlib
 import json
@@ -47,12 +48,15 @@ from plumbing import DataError, cli
 TOKENIZERS = ("gpt2", "bytes")
 DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N], mqar[:pairs=N,keys=K]"
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
 FINEWEB_URL = "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main/"
 SHARD_MAGIC, SHARD_VERSION = 20240520, 1  # llm.c's GPT-2 token shard header
 
 
 # ----------------------------------------------------------------------------- tokenizers
+
 
 class Tokenizer:
     """Text <-> token ids. `enc` is the tiktoken encoding for gpt2, None for bytes."""
@@ -65,11 +69,15 @@ class Tokenizer:
 
     def encode_batch(self, texts):
         if self.enc:
-            return self.enc.encode_ordinary_batch(list(texts))  # tiktoken spreads the batch over threads
+            return self.enc.encode_ordinary_batch(
+                list(texts)
+            )  # tiktoken spreads the batch over threads
         return [list(t.encode("utf-8")) for t in texts]
 
     def decode(self, ids):
-        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # numpy / torch / list
+        ids = (
+            ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
+        )  # numpy / torch / list
         if self.enc:
             return self.enc.decode(ids)
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
@@ -82,10 +90,15 @@ def get_tokenizer(name: str) -> Tokenizer:
         raise DataError(f"--tokenizer={name} is not one of {', '.join(TOKENIZERS)}")
     try:
         import tiktoken
-        enc = tiktoken.get_encoding("r50k_base")  # downloads the ranks once, then reads TIKTOKEN_CACHE_DIR
+
+        enc = tiktoken.get_encoding(
+            "r50k_base"
+        )  # downloads the ranks once, then reads TIKTOKEN_CACHE_DIR
     except Exception:  # tiktoken raises whatever its HTTP client raises; the fix is the same
-        raise DataError("could not load the GPT-2 BPE ranks for tiktoken (no network?); set TIKTOKEN_CACHE_DIR "
-                        "to a folder holding them, or pass --tokenizer=bytes") from None
+        raise DataError(
+            "could not load the GPT-2 BPE ranks for tiktoken (no network?); set TIKTOKEN_CACHE_DIR "
+            "to a folder holding them, or pass --tokenizer=bytes"
+        ) from None
     return Tokenizer("gpt2", enc.n_vocab, enc.eot_token, enc)
 
 
@@ -96,7 +109,9 @@ def _tokenize(tok, texts):
     else:
         docs = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.uint16) for t in texts]
     eot = np.array([tok.eot], dtype=np.uint16)
-    parts = [p for doc in docs for p in (eot, doc)][1:]  # eot between documents, not before the first
+    parts = [p for doc in docs for p in (eot, doc)][
+        1:
+    ]  # eot between documents, not before the first
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
@@ -104,11 +119,14 @@ def _token_bytes(tok):
     """UTF-8 length of every token id (eot: 0), so a token histogram gives the bytes behind it."""
     if not tok.enc:
         return np.array([1] * 256 + [0])
-    lengths = [len(tok.enc.decode_single_token_bytes(i)) if i != tok.eot else 0 for i in range(tok.n_vocab)]
+    lengths = [
+        len(tok.enc.decode_single_token_bytes(i)) if i != tok.eot else 0 for i in range(tok.n_vocab)
+    ]
     return np.array(lengths)
 
 
 # ----------------------------------------------------------------------------- corpora
+
 
 def stdlib_files() -> list[str]:
     """Sorted paths (relative to the stdlib root, '/'-separated) of the standard library's .py files, no tests."""
@@ -118,7 +136,9 @@ def stdlib_files() -> list[str]:
 
 
 def is_val_file(rel: str) -> bool:
-    return hashlib.md5(rel.encode()).digest()[0] % 10 == 0  # ~10% of files, the same on every machine
+    return (
+        hashlib.md5(rel.encode()).digest()[0] % 10 == 0
+    )  # ~10% of files, the same on every machine
 
 
 def _text_files(path):
@@ -126,7 +146,9 @@ def _text_files(path):
     p = Path(path)
     if not p.exists():
         raise DataError(f"text:{path}: no such file or folder")
-    hidden = lambda f: any(part.startswith(".") for part in f.relative_to(p).parts)  # .git, .DS_Store, ...
+    hidden = lambda f: any(
+        part.startswith(".") for part in f.relative_to(p).parts
+    )  # .git, .DS_Store, ...
     return [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f))
 
 
@@ -162,9 +184,14 @@ def _read_text_files(path):
         bad.append(n_bad)
     if sum(bad):
         n_files = sum(1 for b in bad if b)
-        what = f"{sum(bad)} bytes that are not UTF-8" if sum(bad) > 1 else "1 byte that is not UTF-8"
-        print(f"warning: text:{path} has {what} (in {n_files} file{'s' if n_files > 1 else ''}); "
-              "they were read as U+FFFD", flush=True)
+        what = (
+            f"{sum(bad)} bytes that are not UTF-8" if sum(bad) > 1 else "1 byte that is not UTF-8"
+        )
+        print(
+            f"warning: text:{path} has {what} (in {n_files} file{'s' if n_files > 1 else ''}); "
+            "they were read as U+FFFD",
+            flush=True,
+        )
     if not any(docs):
         raise DataError(f"text:{path} is empty (no text to train on)")
     return docs
@@ -188,8 +215,12 @@ def _fineweb_shards(folder, n):
     for name in names:
         if not (folder / name).exists():
             print(f"downloading {FINEWEB_URL}{name} ...", flush=True)
-            _download(FINEWEB_URL + name, folder / name, "a FineWeb shard",
-                      f"you can place the shard files in {folder} by hand")
+            _download(
+                FINEWEB_URL + name,
+                folder / name,
+                "a FineWeb shard",
+                f"you can place the shard files in {folder} by hand",
+            )
     return [folder / name for name in names]
 
 
@@ -197,22 +228,31 @@ def read_fineweb_shard(path) -> np.ndarray:
     """One llm.c token shard -> uint16 tokens. Header: 256 int32, [0] magic, [1] version, [2] token count."""
     header = np.fromfile(path, dtype="<i4", count=256)
     if len(header) < 256:
-        raise DataError(f"{path}: {os.path.getsize(path)} bytes, shorter than the 1024-byte shard header")
+        raise DataError(
+            f"{path}: {os.path.getsize(path)} bytes, shorter than the 1024-byte shard header"
+        )
     if header[0] != SHARD_MAGIC:
-        raise DataError(f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}; not a GPT-2 token shard")
+        raise DataError(
+            f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}; not a GPT-2 token shard"
+        )
     if header[1] != SHARD_VERSION:
         raise DataError(f"{path}: version {header[1]}, expected {SHARD_VERSION}")
     n, size = int(header[2]), os.path.getsize(path)
     if size != 1024 + 2 * n:
-        raise DataError(f"{path}: header says {n} tokens ({1024 + 2 * n} bytes) but the file has {size} bytes; "
-                        "delete it and download it again")
+        raise DataError(
+            f"{path}: header says {n} tokens ({1024 + 2 * n} bytes) but the file has {size} bytes; "
+            "delete it and download it again"
+        )
     return np.fromfile(path, dtype="<u2", offset=1024).astype(np.uint16, copy=False)
 
 
 # ----------------------------------------------------------------------------- prepare
 
+
 def _tmp(path):
-    return path.with_name(f"{path.name}.tmp{os.getpid()}")  # per process: DDP ranks may prepare at once
+    return path.with_name(
+        f"{path.name}.tmp{os.getpid()}"
+    )  # per process: DDP ranks may prepare at once
 
 
 def _write_split(path, chunks, n_vocab):
@@ -221,7 +261,9 @@ def _write_split(path, chunks, n_vocab):
     with open(tmp := _tmp(path), "wb") as f:
         for chunk in chunks:
             if len(chunk) and int(chunk.max()) >= n_vocab:
-                raise DataError(f"{path}: token id {int(chunk.max())} is outside the vocabulary of {n_vocab}")
+                raise DataError(
+                    f"{path}: token id {int(chunk.max())} is outside the vocabulary of {n_vocab}"
+                )
             f.write(np.ascontiguousarray(chunk, dtype=np.uint16).tobytes())
             counts += np.bincount(chunk, minlength=n_vocab)
     os.replace(tmp, path)
@@ -241,25 +283,35 @@ def is_prepared(dataset, tokenizer, data_dir="data") -> bool:
 def prepare(dataset: str, tokenizer: str, data_dir="data") -> Path:
     """Tokenize `dataset` once into data_dir/<name>-<tokenizer>/ and return that folder."""
     folder = corpus_folder(dataset, tokenizer, data_dir)
-    key = source_key(dataset)  # taken before reading: an edit made while preparing shows up next time
+    key = source_key(
+        dataset
+    )  # taken before reading: an edit made while preparing shows up next time
     if (folder / "meta.json").exists():  # finished earlier: meta.json is written last
         meta = load_meta(folder)
         if meta["tokenizer"] != tokenizer:
-            raise DataError(f"{folder} was prepared with tokenizer '{meta['tokenizer']}' but this run uses "
-                            f"'{tokenizer}'; pass --tokenizer={meta['tokenizer']} or delete the folder")
+            raise DataError(
+                f"{folder} was prepared with tokenizer '{meta['tokenizer']}' but this run uses "
+                f"'{tokenizer}'; pass --tokenizer={meta['tokenizer']} or delete the folder"
+            )
         if key is None or meta.get("source_key") == key:
             return folder
         if "source_key" in meta:
             print(f"{dataset} changed since {folder} was prepared; preparing it again", flush=True)
         else:
-            print(f"{folder} was prepared before content keys were recorded, so {dataset} may have changed since; "
-                  "preparing it again", flush=True)
+            print(
+                f"{folder} was prepared before content keys were recorded, so {dataset} may have changed since; "
+                "preparing it again",
+                flush=True,
+            )
     tok = get_tokenizer(tokenizer)
     t0 = time.time()
     train, val = _corpus_splits(dataset, folder, tok)
     meta = _write_prepared(folder, dataset, tok, train, val, key)
-    print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
-          f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)", flush=True)
+    print(
+        f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
+        f"unigram {meta['unigram_bpb']:.3f} bits/byte ({time.time() - t0:.1f} s)",
+        flush=True,
+    )
     return folder
 
 
@@ -274,15 +326,19 @@ def corpus_folder(dataset, tokenizer, data_dir):
         name = f"text-{Path(arg).stem}-{hashlib.md5(str(Path(arg).resolve()).encode()).hexdigest()[:8]}"
     elif kind == "fineweb":
         if not (arg == "" or arg.isdigit() and int(arg) >= 1):
-            raise DataError(f"--dataset={dataset}: N in fineweb:N must be a number of train shards >= 1")
+            raise DataError(
+                f"--dataset={dataset}: N in fineweb:N must be a number of train shards >= 1"
+            )
         if tokenizer != "gpt2":
             raise DataError("fineweb shards hold GPT-2 tokens; pass --tokenizer=gpt2")
         n = int(arg or 1)
         name = f"fineweb{n if n > 1 else ''}"
     elif kind == "mqar":
-        raise DataError(f"--dataset={dataset} is generated batch by batch, not a text corpus prepared on disk, so it "
-                        "has no text loss (nor a general val loss for --mode=continual); an mqar model is scored "
-                        "by `python eval.py --mode=recall`")
+        raise DataError(
+            f"--dataset={dataset} is generated batch by batch, not a text corpus prepared on disk, so it "
+            "has no text loss (nor a general val loss for --mode=continual); an mqar model is scored "
+            "by `python eval.py --mode=recall`"
+        )
     else:
         raise DataError(f"--dataset={dataset} is not one of {DATASETS}")
     return Path(data_dir) / f"{name}-{tokenizer}"
@@ -294,7 +350,9 @@ def _corpus_splits(dataset, folder, tok):
     if kind == "fineweb":
         shards = _fineweb_shards(folder, int(arg or 1))
         print(f"preparing {folder}: {len(shards)} shards ...", flush=True)
-        train = (read_fineweb_shard(p) for p in shards[1:])  # lazily: one 200 MB shard in memory at a time
+        train = (
+            read_fineweb_shard(p) for p in shards[1:]
+        )  # lazily: one 200 MB shard in memory at a time
         val = (read_fineweb_shard(p) for p in shards[:1])
         return train, val
     if dataset == "stdlib":
@@ -304,8 +362,12 @@ def _corpus_splits(dataset, folder, tok):
     elif dataset == "shakespeare":
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "input.txt").exists():
-            _download(SHAKESPEARE_URL, folder / "input.txt", "tiny Shakespeare",
-                      "download it and pass --dataset=text:PATH")
+            _download(
+                SHAKESPEARE_URL,
+                folder / "input.txt",
+                "tiny Shakespeare",
+                "download it and pass --dataset=text:PATH",
+            )
         docs = [(folder / "input.txt").read_text(encoding="utf-8", errors="replace")]
     else:
         docs = _read_text_files(arg)
@@ -324,21 +386,34 @@ def _write_prepared(folder, dataset, tok, train, val, key=None):
     """train.bin, val.bin, then meta.json (counts, bytes, the unigram baseline, the source key; returned), written
     last: it marks a finished folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").unlink(missing_ok=True)  # preparing again: the old meta.json must not vouch for new .bin
-    counts = {split: _write_split(folder / f"{split}.bin", chunks, tok.n_vocab)
-              for split, chunks in (("train", train), ("val", val))}
+    (folder / "meta.json").unlink(
+        missing_ok=True
+    )  # preparing again: the old meta.json must not vouch for new .bin
+    counts = {
+        split: _write_split(folder / f"{split}.bin", chunks, tok.n_vocab)
+        for split, chunks in (("train", train), ("val", val))
+    }
     for split, c in counts.items():
         if c.sum() == 0:
             raise DataError(f"{folder}: the {split} split is empty; use a larger corpus")
     lengths = _token_bytes(tok)
     n_tok = {s: int(c.sum()) for s, c in counts.items()}
     n_bytes = {s: int(c @ lengths) for s, c in counts.items()}
-    p = (counts["train"] + 1) / (n_tok["train"] + tok.n_vocab)  # add-one-smoothed unigram model of train
+    p = (counts["train"] + 1) / (
+        n_tok["train"] + tok.n_vocab
+    )  # add-one-smoothed unigram model of train
     val_bits = float(-(counts["val"] * np.log2(p)).sum())  # = cross-entropy in bits × val_tokens
-    meta = {"dataset": dataset, "tokenizer": tok.name, "n_vocab": tok.n_vocab, "eot": tok.eot,
-            "train_tokens": n_tok["train"], "val_tokens": n_tok["val"],
-            "train_bytes": n_bytes["train"], "val_bytes": n_bytes["val"],
-            "unigram_bpb": round(val_bits / max(n_bytes["val"], 1), 4)}
+    meta = {
+        "dataset": dataset,
+        "tokenizer": tok.name,
+        "n_vocab": tok.n_vocab,
+        "eot": tok.eot,
+        "train_tokens": n_tok["train"],
+        "val_tokens": n_tok["val"],
+        "train_bytes": n_bytes["train"],
+        "val_bytes": n_bytes["val"],
+        "unigram_bpb": round(val_bits / max(n_bytes["val"], 1), 4),
+    }
     if key:
         meta["source_key"] = key  # text:PATH only
     with open(tmp := _tmp(folder / "meta.json"), "w") as f:
@@ -348,6 +423,7 @@ def _write_prepared(folder, dataset, tok, train, val, key=None):
 
 
 # ----------------------------------------------------------------------------- reading and batching
+
 
 def load_split(folder, split: str) -> np.memmap:
     return np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
@@ -366,26 +442,36 @@ def bits_per_byte(loss, meta, split="val"):
 def check_block(tokens, block_size: int, split: str, folder) -> None:
     n = len(tokens)
     if n <= block_size + 1:
-        raise DataError(f"{folder}/{split}.bin has {n} tokens, fewer than one block of {block_size}+1; "
-                        "use a larger corpus or a smaller --block_size")
+        raise DataError(
+            f"{folder}/{split}.bin has {n} tokens, fewer than one block of {block_size}+1; "
+            "use a larger corpus or a smaller --block_size"
+        )
 
 
 def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generator, rows=None):
     """nanoGPT's sampler: batch_size random windows; y is x shifted left by one. Int64 CPU tensors. rows: a slice
     of the batch to build (a DDP rank's share); the generator draws the whole batch's starts either way, so every
     rank stays in step and together they build exactly the one-process batch."""
-    if isinstance(tokens, MQAR):  # a generated task stands in for the token file, so the loop and evaluate() hold
+    if isinstance(
+        tokens, MQAR
+    ):  # a generated task stands in for the token file, so the loop and evaluate() hold
         return tokens.batch(batch_size, block_size, generator, rows)
     ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
     ix = ix if rows is None else ix[rows]
-    x = torch.stack([torch.from_numpy(tokens[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
-    y = torch.stack([torch.from_numpy(tokens[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
+    x = torch.stack(
+        [torch.from_numpy(tokens[i : i + block_size].astype(np.int64)) for i in ix.tolist()]
+    )
+    y = torch.stack(
+        [torch.from_numpy(tokens[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix.tolist()]
+    )
     return x, y
 
 
 # ----------------------------------------------------------------------------- multi-query associative recall
 
-MQAR_OPTIONS = dict(pairs=8, keys=64)  # defaults: chance 1/8; the 8 values in context are 1/8 of the 64 values
+MQAR_OPTIONS = dict(
+    pairs=8, keys=64
+)  # defaults: chance 1/8; the 8 values in context are 1/8 of the 64 values
 MQAR_EXAMPLE = "--dataset=mqar:pairs=8,keys=64"
 
 
@@ -406,7 +492,9 @@ class MQAR:
 
     @property
     def chance(self):
-        return 1 / self.pairs  # knowing the answer is one of the N values in the context, but not which
+        return (
+            1 / self.pairs
+        )  # knowing the answer is one of the N values in the context, but not which
 
     @property
     def min_length(self):
@@ -418,26 +506,34 @@ class MQAR:
     def check(self, block_size: int, n_vocab: int) -> None:
         """DataError unless a sequence of block_size fits the pairs and their queries, and the ids fit n_vocab."""
         if block_size < self.min_length:
-            raise DataError(f"--dataset={self.name} needs --block_size >= 4 x pairs = {self.min_length} (the pairs, "
-                            f"then a query and a filler per pair), but --block_size={block_size}; pass "
-                            f"--block_size={self.min_length} or fewer pairs, e.g. mqar:pairs={block_size // 4}")
+            raise DataError(
+                f"--dataset={self.name} needs --block_size >= 4 x pairs = {self.min_length} (the pairs, "
+                f"then a query and a filler per pair), but --block_size={block_size}; pass "
+                f"--block_size={self.min_length} or fewer pairs, e.g. mqar:pairs={block_size // 4}"
+            )
         if 2 * self.keys + 1 > n_vocab:
-            raise DataError(f"--dataset={self.name} uses ids 0..{2 * self.keys} (filler, {self.keys} keys, "
-                            f"{self.keys} values), beyond the tokenizer's {n_vocab} ids; pass "
-                            f"keys<={(n_vocab - 1) // 2}")
+            raise DataError(
+                f"--dataset={self.name} uses ids 0..{2 * self.keys} (filler, {self.keys} keys, "
+                f"{self.keys} values), beyond the tokenizer's {n_vocab} ids; pass "
+                f"keys<={(n_vocab - 1) // 2}"
+            )
 
     def batch(self, batch_size: int, T: int, generator: torch.Generator, rows=None):
         """(x, y) int64 (batch_size, T) CPU tensors. rows: the slice of the batch to return (a DDP rank's share);
         the whole batch is drawn either way, so every rank stays in step with the one-process batch."""
         N, K = self.pairs, self.keys
-        draw = lambda n: torch.rand(batch_size, n, generator=generator).argsort(dim=1)[:, :N]  # N of n, no repeats
+        draw = lambda n: torch.rand(batch_size, n, generator=generator).argsort(dim=1)[
+            :, :N
+        ]  # N of n, no repeats
         keys = draw(K) + 1  # (B, N)
         values = draw(K) + K + 1  # (B, N)
-        slots = draw((T - 2 * N + 1) // 2)  # (B, N): query k sits at offset 2·slots[k] of the query region
+        slots = draw(
+            (T - 2 * N + 1) // 2
+        )  # (B, N): query k sits at offset 2·slots[k] of the query region
         queries = 2 * N + 2 * slots  # (B, N) positions in the sequence
         x = torch.zeros(batch_size, T, dtype=torch.long)
-        x[:, 0:2 * N:2] = keys
-        x[:, 1:2 * N:2] = values
+        x[:, 0 : 2 * N : 2] = keys
+        x[:, 1 : 2 * N : 2] = values
         x.scatter_(1, queries, keys)
         y = torch.full((batch_size, T), -1, dtype=torch.long).scatter_(1, queries, values)
         return (x, y) if rows is None else (x[rows], y[rows])
@@ -452,14 +548,20 @@ def mqar_task(dataset: str):
     for option in options.split(",") if colon else []:
         key, eq, value = option.partition("=")
         if key not in MQAR_OPTIONS or not eq:
-            raise DataError(f"--dataset={dataset}: {option!r} is not an mqar option; the options are "
-                            f"{', '.join(f'{k}=N' for k in MQAR_OPTIONS)}, e.g. {MQAR_EXAMPLE}")
+            raise DataError(
+                f"--dataset={dataset}: {option!r} is not an mqar option; the options are "
+                f"{', '.join(f'{k}=N' for k in MQAR_OPTIONS)}, e.g. {MQAR_EXAMPLE}"
+            )
         if not value.isdigit() or int(value) < 1:
-            raise DataError(f"--dataset={dataset}: {key}={value} must be a whole number >= 1, e.g. {MQAR_EXAMPLE}")
+            raise DataError(
+                f"--dataset={dataset}: {key}={value} must be a whole number >= 1, e.g. {MQAR_EXAMPLE}"
+            )
         values[key] = int(value)
     if values["pairs"] > values["keys"]:
-        raise DataError(f"--dataset={dataset}: pairs={values['pairs']} distinct keys cannot be drawn from "
-                        f"keys={values['keys']}; pass keys >= pairs, e.g. {MQAR_EXAMPLE}")
+        raise DataError(
+            f"--dataset={dataset}: pairs={values['pairs']} distinct keys cannot be drawn from "
+            f"keys={values['keys']}; pass keys >= pairs, e.g. {MQAR_EXAMPLE}"
+        )
     return MQAR(values["pairs"], values["keys"])
 
 
@@ -476,27 +578,169 @@ def answer_accuracy(logits, targets) -> torch.Tensor:
 # They stay short (prompts <= 80 ASCII characters, answers <= 8) because the CPU model reads bytes, and easy enough
 # that the default `python train.py` model learns each to >= 0.6 exact match in 200 fine-tuning steps at lr 1e-3.
 
-BUILTIN_TASKS = ("sentiment", "arithmetic", "python", "cipher", "extract", "reverse")  # the builtin order
+BUILTIN_TASKS = (
+    "sentiment",
+    "arithmetic",
+    "python",
+    "cipher",
+    "extract",
+    "reverse",
+)  # the builtin order
 
-POSITIVE = ("good", "great", "tasty", "fresh", "lovely", "friendly", "superb", "pleasant", "excellent", "charming",
-            "delightful", "wonderful")
-NEGATIVE = ("bad", "awful", "bland", "cold", "rude", "dirty", "boring", "stale", "noisy", "terrible", "dreadful",
-            "horrible")
-REVIEWED = ("soup", "service", "movie", "room", "staff", "book", "pizza", "hotel", "coffee", "show", "bread",
-            "music", "waiter", "film", "garden", "concert", "salad", "train", "lesson", "album")
-PEOPLE = ("Ann", "Bob", "Carla", "Dev", "Eve", "Femi", "Gus", "Hana", "Ivan", "Jin", "Kofi", "Lea", "Mona", "Nils",
-          "Omar", "Pia", "Raj", "Sara", "Tom", "Uma", "Vera", "Wes", "Yuki", "Zoe")
-THINGS = ("apples", "pens", "stamps", "coins", "books", "eggs", "cards", "shells", "marbles", "cookies", "stickers",
-          "plums")
-CITIES = ("Oslo", "Lima", "Paris", "Rome", "Cairo", "Tokyo", "Berlin", "Madrid", "Dublin", "Vienna", "Quito",
-          "Delhi", "Seoul", "Athens", "Nairobi", "Lisbon", "Hanoi", "Accra", "Bogota", "Havana")
+POSITIVE = (
+    "good",
+    "great",
+    "tasty",
+    "fresh",
+    "lovely",
+    "friendly",
+    "superb",
+    "pleasant",
+    "excellent",
+    "charming",
+    "delightful",
+    "wonderful",
+)
+NEGATIVE = (
+    "bad",
+    "awful",
+    "bland",
+    "cold",
+    "rude",
+    "dirty",
+    "boring",
+    "stale",
+    "noisy",
+    "terrible",
+    "dreadful",
+    "horrible",
+)
+REVIEWED = (
+    "soup",
+    "service",
+    "movie",
+    "room",
+    "staff",
+    "book",
+    "pizza",
+    "hotel",
+    "coffee",
+    "show",
+    "bread",
+    "music",
+    "waiter",
+    "film",
+    "garden",
+    "concert",
+    "salad",
+    "train",
+    "lesson",
+    "album",
+)
+PEOPLE = (
+    "Ann",
+    "Bob",
+    "Carla",
+    "Dev",
+    "Eve",
+    "Femi",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jin",
+    "Kofi",
+    "Lea",
+    "Mona",
+    "Nils",
+    "Omar",
+    "Pia",
+    "Raj",
+    "Sara",
+    "Tom",
+    "Uma",
+    "Vera",
+    "Wes",
+    "Yuki",
+    "Zoe",
+)
+THINGS = (
+    "apples",
+    "pens",
+    "stamps",
+    "coins",
+    "books",
+    "eggs",
+    "cards",
+    "shells",
+    "marbles",
+    "cookies",
+    "stickers",
+    "plums",
+)
+CITIES = (
+    "Oslo",
+    "Lima",
+    "Paris",
+    "Rome",
+    "Cairo",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Dublin",
+    "Vienna",
+    "Quito",
+    "Delhi",
+    "Seoul",
+    "Athens",
+    "Nairobi",
+    "Lisbon",
+    "Hanoi",
+    "Accra",
+    "Bogota",
+    "Havana",
+)
 CIPHER = {  # English -> made-up words, fixed for every seed: the cipher task learns this dictionary
-    "sun": "vuz", "moon": "dov", "star": "kab", "tree": "fuv", "rock": "vil", "fish": "vak", "bird": "neb",
-    "cat": "zop", "dog": "pag", "king": "rud", "red": "vis", "blue": "vus", "green": "dol", "big": "div",
-    "small": "miz", "old": "tav", "new": "gid", "hot": "buk", "cold": "zin", "water": "zep", "fire": "ruz",
-    "wind": "sig", "rain": "rok", "house": "lud", "road": "dus", "boat": "ped", "door": "rik", "book": "tem",
-    "milk": "nef", "bread": "rez", "salt": "zub", "gold": "geb", "ship": "sif", "horse": "sur", "child": "kim",
-    "night": "pok", "day": "fob", "food": "fom", "snow": "tod", "hill": "nev"}
+    "sun": "vuz",
+    "moon": "dov",
+    "star": "kab",
+    "tree": "fuv",
+    "rock": "vil",
+    "fish": "vak",
+    "bird": "neb",
+    "cat": "zop",
+    "dog": "pag",
+    "king": "rud",
+    "red": "vis",
+    "blue": "vus",
+    "green": "dol",
+    "big": "div",
+    "small": "miz",
+    "old": "tav",
+    "new": "gid",
+    "hot": "buk",
+    "cold": "zin",
+    "water": "zep",
+    "fire": "ruz",
+    "wind": "sig",
+    "rain": "rok",
+    "house": "lud",
+    "road": "dus",
+    "boat": "ped",
+    "door": "rik",
+    "book": "tem",
+    "milk": "nef",
+    "bread": "rez",
+    "salt": "zub",
+    "gold": "geb",
+    "ship": "sif",
+    "horse": "sur",
+    "child": "kim",
+    "night": "pok",
+    "day": "fob",
+    "food": "fom",
+    "snow": "tod",
+    "hill": "nev",
+}
 
 
 def _sentiment(rng):
@@ -504,14 +748,24 @@ def _sentiment(rng):
     noun, positive = rng.choice(REVIEWED), rng.random() < 0.5
     adj, adj2 = rng.sample(POSITIVE if positive else NEGATIVE, 2)
     form = rng.choice(("plain", "not", "and"))
-    review = {"plain": f"the {noun} was {adj}.", "not": f"the {noun} was not {adj}.",
-              "and": f"the {noun} was {adj} and {adj2}."}[form]
-    return f"Review: {review} Sentiment? A: ", "positive" if positive != (form == "not") else "negative"
+    review = {
+        "plain": f"the {noun} was {adj}.",
+        "not": f"the {noun} was not {adj}.",
+        "and": f"the {noun} was {adj} and {adj2}.",
+    }[form]
+    return f"Review: {review} Sentiment? A: ", "positive" if positive != (
+        form == "not"
+    ) else "negative"
 
 
 def _arithmetic(rng):
     """A one-step word problem: the sum of two numbers below 10."""
-    name, things, a, b = rng.choice(PEOPLE), rng.choice(THINGS), rng.randint(1, 9), rng.randint(1, 9)
+    name, things, a, b = (
+        rng.choice(PEOPLE),
+        rng.choice(THINGS),
+        rng.randint(1, 9),
+        rng.randint(1, 9),
+    )
     return f"Math: {name} has {a} {things} and gets {b} more. How many? A: ", str(a + b)
 
 
@@ -521,12 +775,16 @@ def _python(rng):
     n1, n2 = rng.randint(1, 9), rng.randint(1, 9)
     if op == "-":
         n1, n2 = max(n1, n2), min(n1, n2)
-    return f"Python: {v} = {n1}; print({v} {op} {n2}) Output? A: ", str(n1 + n2 if op == "+" else n1 - n2)
+    return f"Python: {v} = {n1}; print({v} {op} {n2}) Output? A: ", str(
+        n1 + n2 if op == "+" else n1 - n2
+    )
 
 
 def _cipher(rng):
     """Word-by-word translation of one or two English words into the CIPHER language (rewriting)."""
-    words = rng.sample(sorted(CIPHER), 1 if rng.random() < 0.1 else 2)  # pairs: 1560 prompts; single words: 40
+    words = rng.sample(
+        sorted(CIPHER), 1 if rng.random() < 0.1 else 2
+    )  # pairs: 1560 prompts; single words: 40
     return f"Translate: {' '.join(words)} A: ", " ".join(CIPHER[w] for w in words)
 
 
@@ -545,15 +803,23 @@ def _reverse(rng):
     return f"Reverse: {s} A: ", s[::-1]
 
 
-TASK_GENERATORS = {"sentiment": _sentiment, "arithmetic": _arithmetic, "python": _python, "cipher": _cipher,
-                   "extract": _extract, "reverse": _reverse}
+TASK_GENERATORS = {
+    "sentiment": _sentiment,
+    "arithmetic": _arithmetic,
+    "python": _python,
+    "cipher": _cipher,
+    "extract": _extract,
+    "reverse": _reverse,
+}
 
 
 def _sample_task(name, draw, rng, n_train, n_test):
     """n_test distinct test prompts first, then n_train draws whose prompt is not among them (repeats allowed in
     train: a small prompt space like cipher's has fewer distinct prompts than train records)."""
     train, test, test_prompts = [], [], set()
-    for _ in range(20 * (n_train + n_test)):  # a bound, so a prompt space too small for n_test fails, not hangs
+    for _ in range(
+        20 * (n_train + n_test)
+    ):  # a bound, so a prompt space too small for n_test fails, not hangs
         prompt, answer = draw(rng)
         if len(test) < n_test:
             if prompt not in test_prompts:
@@ -563,16 +829,24 @@ def _sample_task(name, draw, rng, n_train, n_test):
             train.append({"prompt": prompt, "answer": answer})
             if len(train) == n_train:
                 return train, test
-    raise DataError(f"the builtin task {name} has too few distinct prompts for {n_test} test and {n_train} train "
-                    "records; ask for fewer")
+    raise DataError(
+        f"the builtin task {name} has too few distinct prompts for {n_test} test and {n_train} train "
+        "records; ask for fewer"
+    )
 
 
-def builtin_tasks(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> list[tuple[str, list[dict], list[dict]]]:
+def builtin_tasks(
+    seed: int = 0, n_train: int = 2000, n_test: int = 200
+) -> list[tuple[str, list[dict], list[dict]]]:
     """[(name, train, test), ...] in BUILTIN_TASKS order; task k draws from random.Random(seed + k) only."""
     if n_train < 1 or n_test < 1:
-        raise DataError(f"a task needs train and test records (got n_train={n_train}, n_test={n_test})")
-    return [(name, *_sample_task(name, TASK_GENERATORS[name], random.Random(seed + k), n_train, n_test))
-            for k, name in enumerate(BUILTIN_TASKS)]
+        raise DataError(
+            f"a task needs train and test records (got n_train={n_train}, n_test={n_test})"
+        )
+    return [
+        (name, *_sample_task(name, TASK_GENERATORS[name], random.Random(seed + k), n_train, n_test))
+        for k, name in enumerate(BUILTIN_TASKS)
+    ]
 
 
 def _read_records(path):
@@ -585,11 +859,15 @@ def _read_records(path):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}); fix the file or write it as "
-                            "a JSON list of {\"prompt\", \"answer\"} objects") from None
+            raise DataError(
+                f"{path} line {e.lineno}: not valid JSON ({e.msg}); fix the file or write it as "
+                'a JSON list of {"prompt", "answer"} objects'
+            ) from None
         if not isinstance(items, list):
-            raise DataError(f"{path} is not a JSON list; a .json task file holds a list of "
-                            "{\"prompt\", \"answer\"} objects")
+            raise DataError(
+                f"{path} is not a JSON list; a .json task file holds a list of "
+                '{"prompt", "answer"} objects'
+            )
         where = [f"record {i} (0-based)" for i in range(len(items))]
     else:
         items, where = [], []
@@ -599,27 +877,45 @@ def _read_records(path):
             try:
                 items.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg}); a .jsonl file holds one "
-                                "{\"prompt\", \"answer\"} object per line") from None
+                raise DataError(
+                    f"{path} line {lineno}: not valid JSON ({e.msg}); a .jsonl file holds one "
+                    '{"prompt", "answer"} object per line'
+                ) from None
             where.append(f"record {len(where)} (0-based, line {lineno})")
     for item, place in zip(items, where):
         for key in ("prompt", "answer"):
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
-                raise DataError(f"{path}: {place} has no string \"{key}\"; every record is "
-                                "{\"prompt\": str, \"answer\": str}")
-        if not item["answer"].strip():  # an empty answer would be scored as right whatever the model says
-            raise DataError(f"{path}: {place} has an empty \"answer\" ({item['answer']!r}); give it the expected "
-                            "output or remove the record")
+                raise DataError(
+                    f'{path}: {place} has no string "{key}"; every record is '
+                    '{"prompt": str, "answer": str}'
+                )
+        if not item[
+            "answer"
+        ].strip():  # an empty answer would be scored as right whatever the model says
+            raise DataError(
+                f'{path}: {place} has an empty "answer" ({item["answer"]!r}); give it the expected '
+                "output or remove the record"
+            )
     if not items:
-        raise DataError(f"{path} has no records; every task needs at least one train and one test record")
-    return [{"prompt": item["prompt"], "answer": item["answer"]} for item in items]  # other keys are dropped
+        raise DataError(
+            f"{path} has no records; every task needs at least one train and one test record"
+        )
+    return [
+        {"prompt": item["prompt"], "answer": item["answer"]} for item in items
+    ]  # other keys are dropped
 
 
 def _task_file(folder, split):
-    found = [folder / f"{split}{ext}" for ext in (".json", ".jsonl") if (folder / f"{split}{ext}").is_file()]
+    found = [
+        folder / f"{split}{ext}"
+        for ext in (".json", ".jsonl")
+        if (folder / f"{split}{ext}").is_file()
+    ]
     if not found:
-        raise DataError(f"{folder} has no {split}.json or {split}.jsonl; a task folder holds both a train and "
-                        "a test file")
+        raise DataError(
+            f"{folder} has no {split}.json or {split}.jsonl; a task folder holds both a train and "
+            "a test file"
+        )
     if len(found) > 1:
         raise DataError(f"{folder} has both {split}.json and {split}.jsonl; keep one")
     return found[0]
@@ -631,15 +927,19 @@ def _pick_order(tasks, order, where):
     for name in order:
         if name not in by_name:
             close = difflib.get_close_matches(name, list(by_name), n=1)
-            raise DataError(f"task order names {name!r}, which is not a task in {where} (tasks: "
-                            f"{', '.join(by_name)})" + (f"; did you mean {close[0]}?" if close else ""))
+            raise DataError(
+                f"task order names {name!r}, which is not a task in {where} (tasks: "
+                f"{', '.join(by_name)})" + (f"; did you mean {close[0]}?" if close else "")
+            )
     if len(set(order)) < len(order):
         twice = sorted({name for name in order if order.count(name) > 1})
         raise DataError(f"task order lists {', '.join(twice)} more than once; name each task once")
     return [by_name[name] for name in order]
 
 
-def load_tasks(spec: str, order: list[str] | None = None, seed: int = 0) -> list[tuple[str, list[dict], list[dict]]]:
+def load_tasks(
+    spec: str, order: list[str] | None = None, seed: int = 0
+) -> list[tuple[str, list[dict], list[dict]]]:
     """'builtin' -> builtin_tasks(seed); else a folder in TRACE's layout, DIR/<task>/{train,test}.json[l].
     Order: `order` when given (a subset is fine), else BUILTIN_TASKS order / sorted by folder name."""
     if spec == "builtin":
@@ -647,14 +947,20 @@ def load_tasks(spec: str, order: list[str] | None = None, seed: int = 0) -> list
     else:
         root = Path(spec)
         if not root.is_dir():
-            raise DataError(f"--tasks={spec}: no such folder; pass --tasks=builtin or a folder with one sub-folder "
-                            "per task holding train.json and test.json")
+            raise DataError(
+                f"--tasks={spec}: no such folder; pass --tasks=builtin or a folder with one sub-folder "
+                "per task holding train.json and test.json"
+            )
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
-            raise DataError(f"--tasks={spec} has no task sub-folders; expected {spec}/<task>/train.json and "
-                            "test.json (python data.py --write_tasks=DIR writes an example)")
-        tasks = [(f.name, _read_records(_task_file(f, "train")), _read_records(_task_file(f, "test")))
-                 for f in folders]
+            raise DataError(
+                f"--tasks={spec} has no task sub-folders; expected {spec}/<task>/train.json and "
+                "test.json (python data.py --write_tasks=DIR writes an example)"
+            )
+        tasks = [
+            (f.name, _read_records(_task_file(f, "train")), _read_records(_task_file(f, "test")))
+            for f in folders
+        ]
     return _pick_order(tasks, order, spec) if order else tasks
 
 
@@ -683,9 +989,11 @@ def check_task_lengths(tasks, tok, block_size: int) -> None:
             answers = tok.encode_batch([r["answer"] for r in records])
             for i, (p, a) in enumerate(zip(prompts, answers)):
                 if len(p) + len(a) > block_size:
-                    raise DataError(f"task {name}: {split} record {i} is {len(p) + len(a)} tokens (prompt + "
-                                    f"answer), longer than --block_size={block_size}; pass a larger "
-                                    "--block_size or shorten the prompts")
+                    raise DataError(
+                        f"task {name}: {split} record {i} is {len(p) + len(a)} tokens (prompt + "
+                        f"answer), longer than --block_size={block_size}; pass a larger "
+                        "--block_size or shorten the prompts"
+                    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -713,8 +1021,10 @@ def main(argv):
     tasks = builtin_tasks(seed)
     write_tasks(tasks, flags["write_tasks"])
     for name, train, test in tasks:
-        print(f"{flags['write_tasks']}/{name}: {len(train)} train, {len(test)} test, e.g. "
-              f"{test[0]['prompt']!r} -> {test[0]['answer']!r}")
+        print(
+            f"{flags['write_tasks']}/{name}: {len(train)} train, {len(test)} test, e.g. "
+            f"{test[0]['prompt']!r} -> {test[0]['answer']!r}"
+        )
 
 
 if __name__ == "__main__":

@@ -59,18 +59,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (MQAR, answer_accuracy, bits_per_byte, check_block, get_tokenizer, load_meta, load_split, mqar_task,
-                  prepare)
+from data import (
+    MQAR,
+    answer_accuracy,
+    bits_per_byte,
+    check_block,
+    get_tokenizer,
+    load_meta,
+    load_split,
+    mqar_task,
+    prepare,
+)
 from model import ATTENTIONS, GPT, HOW_COMPUTED, GPTConfig
-from plumbing import (ConfigError, check_choice, check_ranges, checkpoint_path, cli, load_checkpoint, parse_flags,
-                      pyplot, read_log, setup_device, tokens_per_step)
+from plumbing import (
+    ConfigError,
+    check_choice,
+    check_ranges,
+    checkpoint_path,
+    cli,
+    load_checkpoint,
+    parse_flags,
+    pyplot,
+    read_log,
+    setup_device,
+    tokens_per_step,
+)
 
 
 @dataclass
 class EvalConfig:
-    ckpt: list = field(default_factory=list)  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
+    ckpt: list = field(
+        default_factory=list
+    )  # ckpt.pt files or run folders; several (repeat or commas) for extrapolate
     mode: str = "loss"
-    run: list = field(default_factory=list)  # schedules, compare, seeds, continual: run folders (repeat or commas)
+    run: list = field(
+        default_factory=list
+    )  # schedules, compare, seeds, continual: run folders (repeat or commas)
     x: str = ""  # seeds: a numeric config field to plot the final val loss against (e.g. n_head)
     out: str = ""  # schedules, compare, extrapolate, maps: where the figures go (default: the first run's folder)
     # loss
@@ -80,7 +104,9 @@ class EvalConfig:
     eval_len: int = 0  # window length; default the checkpoint's block_size
     max_tokens: int = 1 << 20
     batch_size: int = 8
-    batches: int = 4  # outliers: how many batches of windows; recall: of generated sequences per point
+    batches: int = (
+        4  # outliers: how many batches of windows; recall: of generated sequences per point
+    )
     # sample, maps
     prompt: str = ""  # sample: default the end-of-text token; maps: default a short line of code (DEFAULT_PROMPT)
     max_new_tokens: int = 200
@@ -97,7 +123,9 @@ class EvalConfig:
     pairs: str = ""  # comma-separated key-value pairs per sequence; default the checkpoint's
     # maps
     layers: str = ""  # comma-separated layer indices; default the first and the last layer
-    heads: str = ""  # comma-separated head indices (diff: its differential heads); default the first two
+    heads: str = (
+        ""  # comma-separated head indices (diff: its differential heads); default the first two
+    )
     # system
     device: str = "auto"
     dtype: str = "auto"
@@ -106,22 +134,50 @@ class EvalConfig:
         for key, allowed in CHOICES.items():
             check_choice(key, getattr(self, key), allowed)
         check_ranges(self, RANGES)
-        for key, low, what, example in (("lengths", 1, "token counts", "128,256,512"),
-                                         ("pairs", 1, "numbers of key-value pairs (integers >= 1)", "4,8,16"),
-                                         ("layers", 0, "layer indices (integers >= 0)", "0,1"),
-                                         ("heads", 0, "head indices (integers >= 0)", "0,1")):
+        for key, low, what, example in (
+            ("lengths", 1, "token counts", "128,256,512"),
+            ("pairs", 1, "numbers of key-value pairs (integers >= 1)", "4,8,16"),
+            ("layers", 0, "layer indices (integers >= 0)", "0,1"),
+            ("heads", 0, "head indices (integers >= 0)", "0,1"),
+        ):
             text = getattr(self, key)
             if text and not all(n.isdigit() and int(n) >= low for n in text.split(",")):
-                raise ConfigError(f"--{key}={text} is not a comma-separated list of {what}; e.g. --{key}={example}")
+                raise ConfigError(
+                    f"--{key}={text} is not a comma-separated list of {what}; e.g. --{key}={example}"
+                )
 
 
-RANGES = dict(eval_len="[0, inf)", max_tokens="[1, inf)", batch_size="[1, inf)", batches="[1, inf)",
-              max_new_tokens="[0, inf)", temperature="[0, inf)", top_k="[0, inf)", num_samples="[1, inf)",
-              seed="[0, inf)", windows="[1, inf)", tail="[1, inf)", q_chunk="[0, inf)")  # [ includes the end
-CHOICES = dict(mode=("loss", "sample", "outliers", "extrapolate", "maps", "recall", "schedules", "compare",
-                     "seeds", "continual"),
-               split=("train", "val"), device=("auto", "cpu", "cuda", "mps"),
-               dtype=("auto", "float32", "bfloat16", "float16"))
+RANGES = dict(
+    eval_len="[0, inf)",
+    max_tokens="[1, inf)",
+    batch_size="[1, inf)",
+    batches="[1, inf)",
+    max_new_tokens="[0, inf)",
+    temperature="[0, inf)",
+    top_k="[0, inf)",
+    num_samples="[1, inf)",
+    seed="[0, inf)",
+    windows="[1, inf)",
+    tail="[1, inf)",
+    q_chunk="[0, inf)",
+)  # [ includes the end
+CHOICES = dict(
+    mode=(
+        "loss",
+        "sample",
+        "outliers",
+        "extrapolate",
+        "maps",
+        "recall",
+        "schedules",
+        "compare",
+        "seeds",
+        "continual",
+    ),
+    split=("train", "val"),
+    device=("auto", "cpu", "cuda", "mps"),
+    dtype=("auto", "float32", "bfloat16", "float16"),
+)
 
 
 def load_model(path, device):
@@ -130,8 +186,10 @@ def load_model(path, device):
     try:
         model = GPT(GPTConfig(**ckpt["model_config"]))
     except TypeError:  # a model_config with fields this GPTConfig does not know
-        raise ConfigError(f"{path}: its model_config does not describe a GPT of this version; pass a checkpoint "
-                          "written by train.py") from None
+        raise ConfigError(
+            f"{path}: its model_config does not describe a GPT of this version; pass a checkpoint "
+            "written by train.py"
+        ) from None
     model.load_weights(ckpt["model"], path)
     return model.to(device).eval(), ckpt["config"]
 
@@ -143,8 +201,12 @@ def eval_loss(model, tokens, eval_len, batch_size, max_tokens, device, autocast)
     total, count = 0.0, 0
     for start in range(0, n_windows, batch_size):
         rows = range(start, min(start + batch_size, n_windows))
-        chunk = torch.stack([torch.from_numpy(tokens[w * eval_len: w * eval_len + eval_len + 1].astype("int64"))
-                             for w in rows]).to(device)
+        chunk = torch.stack(
+            [
+                torch.from_numpy(tokens[w * eval_len : w * eval_len + eval_len + 1].astype("int64"))
+                for w in rows
+            ]
+        ).to(device)
         with autocast:
             _, loss = model(chunk[:, :-1], chunk[:, 1:])
         total, count = total + loss.item() * chunk[:, 1:].numel(), count + chunk[:, 1:].numel()
@@ -155,7 +217,9 @@ def read_run(run_dir):
     """(config, log rows) of a run folder written by train.py."""
     run_dir = Path(run_dir)
     if not (run_dir / "log.jsonl").exists():
-        raise ConfigError(f"--run={run_dir} holds no log.jsonl; pass run folders written by train.py")
+        raise ConfigError(
+            f"--run={run_dir} holds no log.jsonl; pass run folders written by train.py"
+        )
     return json.loads((run_dir / "config.json").read_text()), read_log(run_dir)
 
 
@@ -187,25 +251,51 @@ def compare_schedules(runs, out):
         cfg, budgets, train = finished_models(run_dir)
         label, color = run_label(run_dir, cfg), f"C{i}"
         for r in budgets:
-            print(f"{label:<34} {r['budget']:>7} {r['tokens'] / 1e6:>11.2f} {r['val_loss']:>9.4f} {r['val_bpb']:>8.3f}")
-        ax_val.plot([r["tokens"] / 1e6 for r in budgets], [r["val_loss"] for r in budgets], "o-", color=color,
-                    label=label)
+            print(
+                f"{label:<34} {r['budget']:>7} {r['tokens'] / 1e6:>11.2f} {r['val_loss']:>9.4f} {r['val_bpb']:>8.3f}"
+            )
+        ax_val.plot(
+            [r["tokens"] / 1e6 for r in budgets],
+            [r["val_loss"] for r in budgets],
+            "o-",
+            color=color,
+            label=label,
+        )
         for branch in sorted({r.get("branch") for r in train}, key=lambda b: b or 0):
             part = [r for r in train if r.get("branch") == branch]
-            ax_train.plot([r["iter"] for r in part], smooth([r["loss"] for r in part]), color=color,
-                          ls=":" if branch else "-", lw=1, label=label if branch is None else None)
-    late = [y for line in ax_train.get_lines() for x, y in zip(*line.get_data()) if x >= 0.2 * max(line.get_xdata())]
+            ax_train.plot(
+                [r["iter"] for r in part],
+                smooth([r["loss"] for r in part]),
+                color=color,
+                ls=":" if branch else "-",
+                lw=1,
+                label=label if branch is None else None,
+            )
+    late = [
+        y
+        for line in ax_train.get_lines()
+        for x, y in zip(*line.get_data())
+        if x >= 0.2 * max(line.get_xdata())
+    ]
     if late:  # zoom past the initial drop, where the decays are
         ax_train.set_ylim(min(late) - 0.05, max(late) + 0.05)
-    ax_val.set(xlabel="compute spent to get the model (million tokens, decay branches included)",
-               ylabel="val loss (nats/token)", title="finished models: val loss against compute")
-    ax_train.set(xlabel="step", ylabel="train loss (smoothed; dotted: wsd decay branches)",
-                 title="train loss: the drop at each decay")
+    ax_val.set(
+        xlabel="compute spent to get the model (million tokens, decay branches included)",
+        ylabel="val loss (nats/token)",
+        title="finished models: val loss against compute",
+    )
+    ax_train.set(
+        xlabel="step",
+        ylabel="train loss (smoothed; dotted: wsd decay branches)",
+        title="train loss: the drop at each decay",
+    )
     for ax in (ax_val, ax_train):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     cfg = finished_models(runs[0])[0]
-    fig.suptitle(f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}")
+    fig.suptitle(
+        f"{cfg['preset'] or 'custom'} {cfg['n_layer']}x{cfg['n_embd']}, {cfg['dataset']}, seed {cfg['seed']}"
+    )
     fig.tight_layout()
     path = figure_path(out, runs[0], "schedules_compare.png")
     fig.savefig(path, dpi=110)
@@ -213,7 +303,9 @@ def compare_schedules(runs, out):
     return path
 
 
-AXIS_NOTES = {"n_head": "n_head (the baseline's heads; diff pairs them into n_head / 2 differential heads)"}
+AXIS_NOTES = {
+    "n_head": "n_head (the baseline's heads; diff pairs them into n_head / 2 differential heads)"
+}
 
 
 def finished_runs(runs):
@@ -222,14 +314,28 @@ def finished_runs(runs):
     for run in runs:
         cfg, budgets, _ = finished_models(run)
         if not budgets:
-            raise ConfigError(f"--run={run} has no finished model yet (no budget row in its log.jsonl)")
+            raise ConfigError(
+                f"--run={run} has no finished model yet (no budget row in its log.jsonl)"
+            )
         loaded.append((cfg, budgets))
     return loaded
 
 
-MODEL_DEFAULTS = asdict(GPTConfig())  # what a config.json written before a model field existed meant
-POOLED_OVER = ("seed", "out_dir", "preset", "resume", "data_dir", "log_interval", "ckpt_interval", "sample_tokens",
-               "peak_tflops", *HOW_COMPUTED)  # the seed, and fields that change no number: a resumed seed pools too
+MODEL_DEFAULTS = asdict(
+    GPTConfig()
+)  # what a config.json written before a model field existed meant
+POOLED_OVER = (
+    "seed",
+    "out_dir",
+    "preset",
+    "resume",
+    "data_dir",
+    "log_interval",
+    "ckpt_interval",
+    "sample_tokens",
+    "peak_tflops",
+    *HOW_COMPUTED,
+)  # the seed, and fields that change no number: a resumed seed pools too
 
 
 def model_reads(attention, key):
@@ -245,19 +351,30 @@ def pooled(loaded, ignore):
     groups = {}
     for cfg, budgets in loaded:
         full = {**MODEL_DEFAULTS, **cfg}
-        key = tuple(sorted((k, str(v)) for k, v in full.items()
-                           if k not in ignore and model_reads(full["attention"], k)))
+        key = tuple(
+            sorted(
+                (k, str(v))
+                for k, v in full.items()
+                if k not in ignore and model_reads(full["attention"], k)
+            )
+        )
         groups.setdefault(key, []).append((cfg, budgets))
     fields = [dict(key) for key in groups]
-    differ = sorted({k for f in fields for k in f if len({other[k] for other in fields if k in other}) > 1})
-    label = lambda key: ", ".join(f"{k}={dict(key)[k]}" for k in differ if k in dict(key)) or "all runs"
+    differ = sorted(
+        {k for f in fields for k in f if len({other[k] for other in fields if k in other}) > 1}
+    )
+    label = lambda key: (
+        ", ".join(f"{k}={dict(key)[k]}" for k in differ if k in dict(key)) or "all runs"
+    )
     return [(label(key), members) for key, members in groups.items()]
 
 
 def mean_std(values):
     """(mean, sample standard deviation; 0 for a single value)."""
     m = sum(values) / len(values)
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(
+        values
+    ) > 1 else 0.0
 
 
 def seeds_report(runs, x, out):
@@ -265,16 +382,22 @@ def seeds_report(runs, x, out):
     as a table. With x (a numeric config field) also seeds.png: the final val loss against x, one line per group of
     the other fields, std error bars. Returns the figure's path or None."""
     loaded = finished_runs(runs)
-    for cfg, _ in loaded if x else []:  # before the table, so that a bad --x prints nothing but its error
+    for cfg, _ in (
+        loaded if x else []
+    ):  # before the table, so that a bad --x prints nothing but its error
         if not isinstance(cfg.get(x), (int, float)) or isinstance(cfg.get(x), bool):
             raise ConfigError(f"--x={x} is not a numeric field of {cfg['out_dir']}'s config")
-    print(f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed")
+    print(
+        f"{'runs (the fields that differ)':<58} {'budget':>6} {'tokens (M)':>10} {'seeds':>5} {'val loss':>17}  each seed"
+    )
     for label, members in pooled(loaded, POOLED_OVER):
         for i, row in enumerate(members[0][1]):
             losses = [budgets[i]["val_loss"] for _, budgets in members if len(budgets) > i]
             m, s = mean_std(losses)
-            print(f"{label:<58} {row['budget']:>6} {row['tokens'] / 1e6:>10.2f} {len(losses):>5} {m:>8.4f} ± {s:.4f}  "
-                  + " ".join(f"{v:.4f}" for v in losses))
+            print(
+                f"{label:<58} {row['budget']:>6} {row['tokens'] / 1e6:>10.2f} {len(losses):>5} {m:>8.4f} ± {s:.4f}  "
+                + " ".join(f"{v:.4f}" for v in losses)
+            )
     if not x:
         return None
     plt = pyplot()
@@ -287,11 +410,20 @@ def seeds_report(runs, x, out):
             cfgs.append(cfg)
         xs = sorted(by_x)
         stats = [mean_std(by_x[v]) for v in xs]
-        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=4,
-                    label=f"{label} ({min(len(by_x[v]) for v in xs)}+ seeds)")
+        ax.errorbar(
+            xs,
+            [m for m, _ in stats],
+            yerr=[s for _, s in stats],
+            marker="o",
+            capsize=4,
+            label=f"{label} ({min(len(by_x[v]) for v in xs)}+ seeds)",
+        )
     ax.set_xticks(sorted({c[x] for c in cfgs}))
-    ax.set(xlabel=AXIS_NOTES.get(x, x), ylabel="final val loss (nats/token), mean ± std over seeds",
-           title=f"{shared_title(cfgs)}: val loss against {x}")
+    ax.set(
+        xlabel=AXIS_NOTES.get(x, x),
+        ylabel="final val loss (nats/token), mean ± std over seeds",
+        title=f"{shared_title(cfgs)}: val loss against {x}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -303,8 +435,11 @@ def seeds_report(runs, x, out):
 
 def smooth(values, k=3):
     """Centered moving average (shorter at the ends): per-step losses are noisy."""
-    return [sum(values[max(0, i - k // 2): i + k // 2 + 1]) / len(values[max(0, i - k // 2): i + k // 2 + 1])
-            for i in range(len(values))]
+    return [
+        sum(values[max(0, i - k // 2) : i + k // 2 + 1])
+        / len(values[max(0, i - k // 2) : i + k // 2 + 1])
+        for i in range(len(values))
+    ]
 
 
 @torch.no_grad()
@@ -319,23 +454,37 @@ def outlier_stats(model, tokens, eval_len, batch_size, batches, device, autocast
         def hook(attn, args):
             att = attn.attention_logits(args[0]).float()  # (B, q/k heads, T, T)
             per_head = att.amax(dim=(0, 2, 3))
-            seen["logit"].append((per_head.max().item(), att[att > -math.inf].median().item(),
-                                  f"layer {layer}, q/k head {per_head.argmax().item()}"))
+            seen["logit"].append(
+                (
+                    per_head.max().item(),
+                    att[att > -math.inf].median().item(),
+                    f"layer {layer}, q/k head {per_head.argmax().item()}",
+                )
+            )
+
         return hook
 
     def on_block(layer):
         def hook(block, args, out):
             a = out.float().abs()
             seen["hidden"].append((a.max().item(), a.median().item(), f"after block {layer}"))
+
         return hook
 
-    hooks = [b.attn.register_forward_pre_hook(on_attention(l)) for l, b in enumerate(model.transformer.h)]
+    hooks = [
+        b.attn.register_forward_pre_hook(on_attention(l)) for l, b in enumerate(model.transformer.h)
+    ]
     hooks += [b.register_forward_hook(on_block(l)) for l, b in enumerate(model.transformer.h)]
     n_windows = max(1, min(batches * batch_size, (len(tokens) - 1) // eval_len))
     try:
         for start in range(0, n_windows, batch_size):
             rows = range(start, min(start + batch_size, n_windows))
-            x = torch.stack([torch.from_numpy(tokens[w * eval_len:(w + 1) * eval_len].astype("int64")) for w in rows])
+            x = torch.stack(
+                [
+                    torch.from_numpy(tokens[w * eval_len : (w + 1) * eval_len].astype("int64"))
+                    for w in rows
+                ]
+            )
             with autocast:
                 model(x.to(device))
     finally:
@@ -353,11 +502,13 @@ def shared_title(cfgs):
     """What every run of a comparison shares (preset, shape, heads, data, seed), and how many runs there are."""
     first = cfgs[0]
     same = lambda *keys: all(len({str(c[k]) for c in cfgs}) == 1 for k in keys)
-    parts = [first["preset"] or "custom" if same("preset") else "",
-             f"{first['n_layer']}x{first['n_embd']}" if same("n_layer", "n_embd") else "",
-             f"{first['n_head']} heads" if same("n_head") else "",
-             first["dataset"] if same("dataset") else "",
-             f"seed {first['seed']}" if same("seed") else ""]
+    parts = [
+        first["preset"] or "custom" if same("preset") else "",
+        f"{first['n_layer']}x{first['n_embd']}" if same("n_layer", "n_embd") else "",
+        f"{first['n_head']} heads" if same("n_head") else "",
+        first["dataset"] if same("dataset") else "",
+        f"seed {first['seed']}" if same("seed") else "",
+    ]
     return ", ".join(p for p in parts if p) + f" ({len(cfgs)} run{'s' if len(cfgs) != 1 else ''})"
 
 
@@ -367,21 +518,35 @@ def plot_val_curves(runs, out):
     Each line is labelled by its run folder and attention type; the title holds what all the runs share."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    second, cfgs = [], []  # the first eval (random init) would squash the curves; the y axis starts at the second
+    second, cfgs = (
+        [],
+        [],
+    )  # the first eval (random init) would squash the curves; the y axis starts at the second
     for run in runs:
         cfg, rows = read_run(run)
         tokens_per_iter = tokens_per_step(cfg)
-        val = [(r["iter"] * tokens_per_iter / 1e6, r["val_loss"]) for r in rows
-               if "val_loss" in r and not r.get("branch")]
+        val = [
+            (r["iter"] * tokens_per_iter / 1e6, r["val_loss"])
+            for r in rows
+            if "val_loss" in r and not r.get("branch")
+        ]
         if not val:
             raise ConfigError(f"--run={run} has no val_loss rows in its log.jsonl yet")
-        ax.plot(*zip(*val), "o-", label=f"{Path(run).name}: {cfg['attention']} ({cfg['pos']}), final {val[-1][1]:.4f}")
+        ax.plot(
+            *zip(*val),
+            "o-",
+            label=f"{Path(run).name}: {cfg['attention']} ({cfg['pos']}), final {val[-1][1]:.4f}",
+        )
         second.append(val[min(1, len(val) - 1)][1])
         cfgs.append(cfg)
     lows = [line.get_ydata().min() for line in ax.get_lines()]
-    ax.set_ylim(min(lows) - 0.05 * (max(second) - min(lows)), max(second) + 0.1 * (max(second) - min(lows)))
+    ax.set_ylim(
+        min(lows) - 0.05 * (max(second) - min(lows)), max(second) + 0.1 * (max(second) - min(lows))
+    )
     ax.set_xlabel("tokens (millions)")
-    ax.set_ylabel(f"val loss (nats per token, {'/'.join(sorted({c['tokenizer'] for c in cfgs}))} tokenizer)")
+    ax.set_ylabel(
+        f"val loss (nats per token, {'/'.join(sorted({c['tokenizer'] for c in cfgs}))} tokenizer)"
+    )
     ax.set_title(shared_title(cfgs), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -397,9 +562,13 @@ def tail_loss(model, tokens, n, ends, tail, device, autocast):
     """Mean loss on the last `tail` tokens of the windows of n + 1 tokens that end at `ends`, each fed whole."""
     total = 0.0
     for end in ends:
-        chunk = torch.from_numpy(tokens[end - n - 1: end].astype(np.int64)).to(device)[None]  # (1, n + 1)
+        chunk = torch.from_numpy(tokens[end - n - 1 : end].astype(np.int64)).to(device)[
+            None
+        ]  # (1, n + 1)
         with autocast:
-            logits = model.lm_head(model.features(chunk[:, :-1])[:, -tail:])  # only the scored tail: no (n, vocab)
+            logits = model.lm_head(
+                model.features(chunk[:, :-1])[:, -tail:]
+            )  # only the scored tail: no (n, vocab)
         total += F.cross_entropy(logits[0].float(), chunk[0, -tail:], reduction="sum").item()
     return total / (len(ends) * tail)
 
@@ -408,6 +577,7 @@ def plot_extrapolation(path):
     """extrapolation.png beside extrapolation.json: perplexity against evaluation length, one line per run."""
     plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter
+
     res = json.loads(Path(path).read_text())
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in res["runs"]:
@@ -419,11 +589,16 @@ def plot_extrapolation(path):
     for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
         axis(FormatStrFormatter("%g"))
     ax.set_xticks(res["lengths"], [str(n) for n in res["lengths"]])
-    ax.set_xlabel(f"evaluation length in tokens ({res['runs'][0]['tokenizer']} tokenizer; dotted: training length)")
+    ax.set_xlabel(
+        f"evaluation length in tokens ({res['runs'][0]['tokenizer']} tokenizer; dotted: training length)"
+    )
     ax.set_ylabel(f"perplexity of the last {res['tail']} tokens")
     r0 = res["runs"][0]
-    ax.set_title(f"{r0['preset'] or 'custom'} {r0['shape']}, {r0['dataset']} ({r0['tokenizer']}), trained on "
-                 f"{r0['tokens'] / 1e6:.1f}M tokens, seed {r0['seed']}; {res['windows']} val windows", fontsize=9)
+    ax.set_title(
+        f"{r0['preset'] or 'custom'} {r0['shape']}, {r0['dataset']} ({r0['tokenizer']}), trained on "
+        f"{r0['tokens'] / 1e6:.1f}M tokens, seed {r0['seed']}; {res['windows']} val windows",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -436,33 +611,55 @@ def extrapolate(cfg, paths, device, autocast):
     extrapolation.json and extrapolation.png on disk."""
     loaded = [load_model(p, device) for p in paths]
     first_block = loaded[0][0].config.block_size
-    lengths = ([int(n) for n in cfg.lengths.split(",")] if cfg.lengths else
-               [first_block * 2 ** i for i in range(6) if first_block * 2 ** i <= max(8192, first_block)])
+    lengths = (
+        [int(n) for n in cfg.lengths.split(",")]
+        if cfg.lengths
+        else [first_block * 2**i for i in range(6) if first_block * 2**i <= max(8192, first_block)]
+    )
     for path, (model, _) in zip(paths, loaded):
         if model.config.pos == "learned" and max(lengths) > model.config.block_size:
-            raise ConfigError(f"{path} uses learned positions, which stop at block_size={model.config.block_size}; "
-                              f"drop it or keep --lengths <= {model.config.block_size}")
+            raise ConfigError(
+                f"{path} uses learned positions, which stop at block_size={model.config.block_size}; "
+                f"drop it or keep --lengths <= {model.config.block_size}"
+            )
     tail = min(cfg.tail, min(lengths))
     if tail < cfg.tail:
-        print(f"note: the shortest length is {min(lengths)}, so every length scores its last {tail} tokens")
+        print(
+            f"note: the shortest length is {min(lengths)}, so every length scores its last {tail} tokens"
+        )
     runs = []
     for path, (model, run) in zip(paths, loaded):
         model.set_q_chunk(cfg.q_chunk)
         folder = prepare(run["dataset"], run["tokenizer"], cfg.data_dir)
         tokens = load_split(folder, "val")
         check_block(tokens, max(lengths) + cfg.windows, "val", folder)
-        ends = np.linspace(max(lengths) + 1, len(tokens), cfg.windows).astype(np.int64)  # same text at every length
-        r = dict(ckpt=str(path), attention=run["attention"], pos=model.config.pos, block_size=model.config.block_size,
-                 params=model.num_params(), preset=run["preset"], shape=f"{run['n_layer']}x{run['n_embd']}",
-                 dataset=run["dataset"], tokenizer=run["tokenizer"], seed=run["seed"],
-                 tokens=run["max_iters"] * tokens_per_step(run),
-                 ppl=[], seconds=[])
+        ends = np.linspace(max(lengths) + 1, len(tokens), cfg.windows).astype(
+            np.int64
+        )  # same text at every length
+        r = dict(
+            ckpt=str(path),
+            attention=run["attention"],
+            pos=model.config.pos,
+            block_size=model.config.block_size,
+            params=model.num_params(),
+            preset=run["preset"],
+            shape=f"{run['n_layer']}x{run['n_embd']}",
+            dataset=run["dataset"],
+            tokenizer=run["tokenizer"],
+            seed=run["seed"],
+            tokens=run["max_iters"] * tokens_per_step(run),
+            ppl=[],
+            seconds=[],
+        )
         for n in lengths:
             t0 = time.perf_counter()
             r["ppl"].append(math.exp(tail_loss(model, tokens, n, ends, tail, device, autocast)))
             r["seconds"].append(time.perf_counter() - t0)
-            print(f"{path} ({r['attention']}/{r['pos']}, trained at {r['block_size']}): length {n}: "
-                  f"perplexity {r['ppl'][-1]:.3f} ({r['seconds'][-1]:.1f} s)", flush=True)
+            print(
+                f"{path} ({r['attention']}/{r['pos']}, trained at {r['block_size']}): length {n}: "
+                f"perplexity {r['ppl'][-1]:.3f} ({r['seconds'][-1]:.1f} s)",
+                flush=True,
+            )
         runs.append(r)
     names = [f"{r['attention']}/{r['pos']}" for r in runs]
     for r, name in zip(runs, names):  # the run folder's name where two runs would share a label
@@ -475,27 +672,45 @@ def extrapolate(cfg, paths, device, autocast):
         print(f"| {n} | " + " | ".join(f"{r['ppl'][i]:.3f}" for r in runs) + " |")
     out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "extrapolation.json").write_text(json.dumps(
-        dict(lengths=lengths, tail=tail, windows=cfg.windows, q_chunk=cfg.q_chunk, device=str(device), runs=runs),
-        indent=2))
+    (out / "extrapolation.json").write_text(
+        json.dumps(
+            dict(
+                lengths=lengths,
+                tail=tail,
+                windows=cfg.windows,
+                q_chunk=cfg.q_chunk,
+                device=str(device),
+                runs=runs,
+            ),
+            indent=2,
+        )
+    )
     plot_extrapolation(out / "extrapolation.json")
     print(f"\nwrote {out}/extrapolation.json and {out}/extrapolation.png")
 
 
 def continual_table(runs):
     """The methods of `train.py --mode=continual` runs side by side, from their results.json."""
-    lines = ["| run | method | replay | OP | BWT | BWT/T | learned | general val loss | train s | total s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | method | replay | OP | BWT | BWT/T | learned | general val loss | train s | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run_dir in runs:
         path = Path(run_dir) / "results.json"
         if not path.exists():
-            raise ConfigError(f"--run={run_dir} holds no results.json; pass folders of finished "
-                              "`train.py --mode=continual` runs")
+            raise ConfigError(
+                f"--run={run_dir} holds no results.json; pass folders of finished "
+                "`train.py --mode=continual` runs"
+            )
         r = json.loads(path.read_text())
-        learned = sum(r["R"][i][i] for i in range(len(r["R"]))) / len(r["R"])  # accuracy right after each task
-        lines.append(f"| {Path(run_dir).name} | {r['method']} | {100 * r['replay']:g}% | {r['OP']:.3f} | "
-                     f"{r['BWT']:+.3f} | {r['BWT_over_T']:+.3f} | {learned:.3f} | {r['general_before']:.3f} -> "
-                     f"{r['general_after']:.3f} | {sum(r['seconds_train']):.0f} | {r['seconds']:.0f} |")
+        learned = sum(r["R"][i][i] for i in range(len(r["R"]))) / len(
+            r["R"]
+        )  # accuracy right after each task
+        lines.append(
+            f"| {Path(run_dir).name} | {r['method']} | {100 * r['replay']:g}% | {r['OP']:.3f} | "
+            f"{r['BWT']:+.3f} | {r['BWT_over_T']:+.3f} | {learned:.3f} | {r['general_before']:.3f} -> "
+            f"{r['general_after']:.3f} | {sum(r['seconds_train']):.0f} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -513,10 +728,15 @@ def chosen_heads(cfg, model, path):
     kind = "differential head" if model.config.attention == "diff" else "head"
     layers = [int(n) for n in cfg.layers.split(",")] if cfg.layers else sorted({0, n_layer - 1})
     heads = [int(n) for n in cfg.heads.split(",")] if cfg.heads else list(range(min(2, n_head)))
-    for flag, picked, n, what in (("layers", layers, n_layer, "layer"), ("heads", heads, n_head, kind)):
+    for flag, picked, n, what in (
+        ("layers", layers, n_layer, "layer"),
+        ("heads", heads, n_head, kind),
+    ):
         if max(picked) >= n:
-            raise ConfigError(f"--{flag}={getattr(cfg, flag)} is out of range: {path} has {n} {what}"
-                              f"{'s' if n > 1 else ''}, so --{flag} takes indices 0..{n - 1}")
+            raise ConfigError(
+                f"--{flag}={getattr(cfg, flag)} is out of range: {path} has {n} {what}"
+                f"{'s' if n > 1 else ''}, so --{flag} takes indices 0..{n - 1}"
+            )
     return [(layer, head) for layer in dict.fromkeys(layers) for head in dict.fromkeys(heads)]
 
 
@@ -528,10 +748,16 @@ def layer_map_parts(model, idx, layers):
 
     def on_attention(layer):
         def hook(attn, args):
-            parts[layer] = {name: piece[0].float().cpu() for name, piece in attn.map_parts(args[0]).items()}
+            parts[layer] = {
+                name: piece[0].float().cpu() for name, piece in attn.map_parts(args[0]).items()
+            }
+
         return hook
 
-    hooks = [model.transformer.h[layer].attn.register_forward_pre_hook(on_attention(layer)) for layer in layers]
+    hooks = [
+        model.transformer.h[layer].attn.register_forward_pre_hook(on_attention(layer))
+        for layer in layers
+    ]
     try:
         model.features(idx)
     finally:
@@ -550,11 +776,16 @@ def token_label(text):
 def map_title(label, model, run, prompt, T):
     """What was run (attention, positions, shape, preset, data, tokens, seed) and the prompt, for the suptitle."""
     c = model.config
-    trained = (f"{run['max_iters'] * tokens_per_step(run) / 1e6:.2f}M tokens" if run.get("mode") != "continual" else
-               f"continual fine-tuning ({run['method']})")
-    return (f"{label}: {c.attention} attention, {c.pos} positions, {c.n_layer}x{c.n_embd}, "
-            f"{run['preset'] or 'custom'} preset, {run['dataset']} ({run['tokenizer']}), {trained}, seed {run['seed']}"
-            f"\nprompt ({T} tokens): {prompt!r}   grey: future keys (the causal mask)")
+    trained = (
+        f"{run['max_iters'] * tokens_per_step(run) / 1e6:.2f}M tokens"
+        if run.get("mode") != "continual"
+        else f"continual fine-tuning ({run['method']})"
+    )
+    return (
+        f"{label}: {c.attention} attention, {c.pos} positions, {c.n_layer}x{c.n_embd}, "
+        f"{run['preset'] or 'custom'} preset, {run['dataset']} ({run['tokenizer']}), {trained}, seed {run['seed']}"
+        f"\nprompt ({T} tokens): {prompt!r}   grey: future keys (the causal mask)"
+    )
 
 
 def plot_maps(parts, pairs, labels, lams, title, path):
@@ -565,13 +796,26 @@ def plot_maps(parts, pairs, labels, lams, title, path):
     names = list(parts[pairs[0][0]])
     T = len(labels)
     size = max(3.0, 0.13 * T)  # inches per panel: room for T tick labels
-    fig, axes = plt.subplots(len(names), len(pairs), figsize=(size * len(pairs) + 1.2, size * len(names) + 1.1),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(names),
+        len(pairs),
+        figsize=(size * len(pairs) + 1.2, size * len(names) + 1.1),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, name in enumerate(names):
-        row = np.stack([parts[layer][name][head].numpy() for layer, head in pairs])  # (panels, T, T), future NaN
+        row = np.stack(
+            [parts[layer][name][head].numpy() for layer, head in pairs]
+        )  # (panels, T, T), future NaN
         signed = np.nanmin(row) < 0
-        top = np.nanmax(np.abs(row[:, 1:] if T > 1 else row))  # not query 0: one key, weight 1, would set the scale
-        scale = dict(cmap="RdBu_r", vmin=-top, vmax=top) if signed else dict(cmap="viridis", vmin=0, vmax=top)
+        top = np.nanmax(
+            np.abs(row[:, 1:] if T > 1 else row)
+        )  # not query 0: one key, weight 1, would set the scale
+        scale = (
+            dict(cmap="RdBu_r", vmin=-top, vmax=top)
+            if signed
+            else dict(cmap="viridis", vmin=0, vmax=top)
+        )
         clipped = np.nanmax(np.abs(row)) > top
         for c, ((layer, head), panel) in enumerate(zip(pairs, row)):
             ax = axes[r, c]
@@ -579,13 +823,21 @@ def plot_maps(parts, pairs, labels, lams, title, path):
             ax.set_facecolor("0.85")
             lam = f", λ = {lams[layer]:.3f}" if "λ" in name else ""
             ax.set_title(f"{name}{lam} | layer {layer}, head {head}", fontsize=8)
-            fs = max(4, min(8, 54 * size / T))  # points: three quarters of the 72 per inch each token gets
+            fs = max(
+                4, min(8, 54 * size / T)
+            )  # points: three quarters of the 72 per inch each token gets
             ax.set_xticks(range(T), labels, rotation=90, fontsize=fs)
             ax.set_yticks(range(T), labels, fontsize=fs)
             ax.set_xlabel("key (token)" if r == len(names) - 1 else "", fontsize=8)
             ax.set_ylabel("query (token)" if c == 0 else "", fontsize=8)
-        fig.colorbar(im, ax=list(axes[r]), shrink=0.85, pad=0.01, label=name,
-                     extend=("both" if signed else "max") if clipped else "neither")
+        fig.colorbar(
+            im,
+            ax=list(axes[r]),
+            shrink=0.85,
+            pad=0.01,
+            label=name,
+            extend=("both" if signed else "max") if clipped else "neither",
+        )
     fig.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -603,8 +855,10 @@ def map_files(cfg, paths):
     ckpt.pt) in --out or the first run's folder; --out=NAME.png names the figure of a single checkpoint."""
     if cfg.out.endswith(".png"):
         if len(paths) > 1:
-            raise ConfigError(f"--out={cfg.out} names one figure, but --ckpt names {len(paths)} checkpoints; pass a "
-                              "folder as --out")
+            raise ConfigError(
+                f"--out={cfg.out} names one figure, but --ckpt names {len(paths)} checkpoints; pass a "
+                "folder as --out"
+            )
         return [Path(cfg.out)]
     out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
     files = []
@@ -626,25 +880,43 @@ def draw_maps(cfg, paths, device):
         tokenizer = get_tokenizer(run["tokenizer"])
         ids = tokenizer.encode(prompt)
         if len(ids) > MAX_MAP_TOKENS:
-            raise ConfigError(f"--prompt is {len(ids)} tokens for {path} ({run['tokenizer']} tokenizer), and a map "
-                              f"reads up to {MAX_MAP_TOKENS} per axis; shorten --prompt")
+            raise ConfigError(
+                f"--prompt is {len(ids)} tokens for {path} ({run['tokenizer']} tokenizer), and a map "
+                f"reads up to {MAX_MAP_TOKENS} per axis; shorten --prompt"
+            )
         if model.config.pos == "learned" and len(ids) > model.config.block_size:
-            raise ConfigError(f"--prompt is {len(ids)} tokens, longer than block_size={model.config.block_size} of "
-                              f"{path}, the limit of learned positions; shorten --prompt")
+            raise ConfigError(
+                f"--prompt is {len(ids)} tokens, longer than block_size={model.config.block_size} of "
+                f"{path}, the limit of learned positions; shorten --prompt"
+            )
         jobs.append((path, file, model, run, tokenizer, ids, chosen_heads(cfg, model, path)))
     for path, file, model, run, tokenizer, ids, pairs in jobs:
-        parts = layer_map_parts(model, torch.tensor([ids], device=device), sorted({layer for layer, _ in pairs}))
-        lams = ({layer: block.attn.lam().item() for layer, block in enumerate(model.transformer.h)}
-                if model.config.attention == "diff" else {})
+        parts = layer_map_parts(
+            model, torch.tensor([ids], device=device), sorted({layer for layer, _ in pairs})
+        )
+        lams = (
+            {layer: block.attn.lam().item() for layer, block in enumerate(model.transformer.h)}
+            if model.config.attention == "diff"
+            else {}
+        )
         labels = [token_label(tokenizer.decode([i])) for i in ids]
-        plot_maps(parts, pairs, labels, lams, map_title(checkpoint_name(path), model, run, prompt, len(ids)), file)
+        plot_maps(
+            parts,
+            pairs,
+            labels,
+            lams,
+            map_title(checkpoint_name(path), model, run, prompt, len(ids)),
+            file,
+        )
     return [file for _, file, *_ in jobs]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # recall: multi-query associative recall of --dataset=mqar checkpoints, and where their heads look
 
-SHARE_BATCHES = 2  # batches of the answer-share measurement: the maps are (B, heads, T, T) per layer
+SHARE_BATCHES = (
+    2  # batches of the answer-share measurement: the maps are (B, heads, T, T) per layer
+)
 
 
 @torch.no_grad()
@@ -661,7 +933,9 @@ def recall_accuracy(model, task, length, batches, batch_size, seed, device, auto
         with autocast:
             logits = model.lm_head(model.features(x)[answers])  # (batch_size·pairs, vocab)
         right += answer_accuracy(logits.float(), y[answers])
-    return right.item() / batches  # every batch holds batch_size·pairs answers: the batches' mean is the whole's
+    return (
+        right.item() / batches
+    )  # every batch holds batch_size·pairs answers: the batches' mean is the whole's
 
 
 def answer_share(att, x, y, pairs):
@@ -669,9 +943,13 @@ def answer_share(att, x, y, pairs):
     where the pair is the queried key's position in the context and the value after it. att (B, H, T, T); x, y
     (B, T) -> (H,) the mean over every query of the batch."""
     b, i = (y != -1).nonzero(as_tuple=True)  # (Q,) each query's row and position
-    key_at = 2 * (x[b, 0:2 * pairs:2] == x[b, i][:, None]).long().argmax(dim=1)  # (Q,) where its key sits
+    key_at = 2 * (x[b, 0 : 2 * pairs : 2] == x[b, i][:, None]).long().argmax(
+        dim=1
+    )  # (Q,) where its key sits
     rows = att[b, :, i].abs()  # (Q, H, T): each query's attention row, head by head
-    pair = torch.stack([key_at, key_at + 1], dim=1)[:, None, :].expand(-1, rows.size(1), -1)  # (Q, H, 2)
+    pair = torch.stack([key_at, key_at + 1], dim=1)[:, None, :].expand(
+        -1, rows.size(1), -1
+    )  # (Q, H, 2)
     return (rows.gather(2, pair).sum(-1) / rows.sum(-1)).mean(dim=0)
 
 
@@ -680,12 +958,16 @@ def answer_shares(model, task, length, batch_size, seed, device):
     """answer_share of every layer and head -> (n_layer, heads) tensor, over SHARE_BATCHES batches at the task and
     length given, from the captured maps (GPT.attention_maps; diff: the effective map A1 − λ·A2). fp32."""
     gen = torch.Generator().manual_seed(seed)
-    heads = {layer: list(range(block.attn.n_head)) for layer, block in enumerate(model.transformer.h)}
+    heads = {
+        layer: list(range(block.attn.n_head)) for layer, block in enumerate(model.transformer.h)
+    }
     total = 0
     for _ in range(SHARE_BATCHES):
         x, y = task.batch(batch_size, length, gen)
         maps = model.attention_maps(x.to(device), heads)[2]  # {layer: (B, heads, T, T)}
-        total = total + torch.stack([answer_share(maps[layer].float().cpu(), x, y, task.pairs) for layer in heads])
+        total = total + torch.stack(
+            [answer_share(maps[layer].float().cpu(), x, y, task.pairs) for layer in heads]
+        )
     return total / SHARE_BATCHES
 
 
@@ -697,21 +979,31 @@ def recall_jobs(cfg, paths, device):
         model, run = load_model(path, device)
         task = mqar_task(run["dataset"])
         if task is None:
-            raise ConfigError(f"{path} was trained on --dataset={run['dataset']}, not mqar; --mode=recall scores "
-                              "checkpoints of `python train.py --dataset=mqar`")
+            raise ConfigError(
+                f"{path} was trained on --dataset={run['dataset']}, not mqar; --mode=recall scores "
+                "checkpoints of `python train.py --dataset=mqar`"
+            )
         pairs = [int(n) for n in cfg.pairs.split(",")] if cfg.pairs else [task.pairs]
-        lengths = [int(n) for n in cfg.lengths.split(",")] if cfg.lengths else [model.config.block_size]
+        lengths = (
+            [int(n) for n in cfg.lengths.split(",")] if cfg.lengths else [model.config.block_size]
+        )
         if model.config.pos == "learned" and max(lengths) > model.config.block_size:
-            raise ConfigError(f"{path} uses learned positions, which stop at block_size={model.config.block_size}; "
-                              f"drop it or keep --lengths <= {model.config.block_size}")
+            raise ConfigError(
+                f"{path} uses learned positions, which stop at block_size={model.config.block_size}; "
+                f"drop it or keep --lengths <= {model.config.block_size}"
+            )
         for p in pairs:
             if p > task.keys:
-                raise ConfigError(f"--pairs={cfg.pairs}: {p} distinct keys cannot be drawn from the {task.keys} keys "
-                                  f"{path} was trained on; keep --pairs <= {task.keys}")
+                raise ConfigError(
+                    f"--pairs={cfg.pairs}: {p} distinct keys cannot be drawn from the {task.keys} keys "
+                    f"{path} was trained on; keep --pairs <= {task.keys}"
+                )
             if min(lengths) < (need := MQAR(p, task.keys).min_length):
-                raise ConfigError(f"--pairs={p} needs sequences of >= 4 x pairs = {need} tokens (the pairs, then a "
-                                  f"query and a filler per pair), but length {min(lengths)} is asked for; drop it "
-                                  f"from --lengths or keep --pairs <= {min(lengths) // 4}")
+                raise ConfigError(
+                    f"--pairs={p} needs sequences of >= 4 x pairs = {need} tokens (the pairs, then a "
+                    f"query and a filler per pair), but length {min(lengths)} is asked for; drop it "
+                    f"from --lengths or keep --pairs <= {min(lengths) // 4}"
+                )
         jobs.append((path, model, run, task, pairs, lengths))
     return jobs
 
@@ -724,21 +1016,42 @@ def recall_run(cfg, path, model, run, task, pairs, lengths, device, autocast, na
     for p in pairs:
         at = MQAR(p, task.keys)
         for n in lengths:
-            acc = recall_accuracy(model, at, n, cfg.batches, cfg.batch_size, cfg.seed, device, autocast)
+            acc = recall_accuracy(
+                model, at, n, cfg.batches, cfg.batch_size, cfg.seed, device, autocast
+            )
             points.append(dict(pairs=p, length=n, accuracy=acc, chance=at.chance))
             where = f"{prefix}pairs {p} length {n}: " if named else ""
             print(where + at.recall_text(acc), flush=True)
     share = answer_shares(model, task, model.config.block_size, cfg.batch_size, cfg.seed, device)
     layer, head = divmod(share.argmax().item(), share.size(1))
-    if named:  # the plain `--mode=recall` prints its one accuracy line only; the shares are in recall.json
-        print(f"{prefix.strip()}: attention on the answer pair: best head L{layer}.H{head} {share.max().item():.2f}, "
-              f"mean over heads {share.mean().item():.2f}")
-    return dict(ckpt=str(path), label=checkpoint_name(path), attention=run["attention"], pos=model.config.pos,
-                type=f"{run['attention']}/{model.config.pos}", params=model.num_params(), seed=run["seed"],
-                preset=run["preset"], n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"],
-                dataset=run["dataset"], tokens=run["max_iters"] * tokens_per_step(run),
-                block_size=model.config.block_size, pairs=task.pairs, keys=task.keys, points=points,
-                answer_share=share.tolist(), answer_share_at=dict(pairs=task.pairs, length=model.config.block_size))
+    if (
+        named
+    ):  # the plain `--mode=recall` prints its one accuracy line only; the shares are in recall.json
+        print(
+            f"{prefix.strip()}: attention on the answer pair: best head L{layer}.H{head} {share.max().item():.2f}, "
+            f"mean over heads {share.mean().item():.2f}"
+        )
+    return dict(
+        ckpt=str(path),
+        label=checkpoint_name(path),
+        attention=run["attention"],
+        pos=model.config.pos,
+        type=f"{run['attention']}/{model.config.pos}",
+        params=model.num_params(),
+        seed=run["seed"],
+        preset=run["preset"],
+        n_layer=run["n_layer"],
+        n_embd=run["n_embd"],
+        n_head=run["n_head"],
+        dataset=run["dataset"],
+        tokens=run["max_iters"] * tokens_per_step(run),
+        block_size=model.config.block_size,
+        pairs=task.pairs,
+        keys=task.keys,
+        points=points,
+        answer_share=share.tolist(),
+        answer_share_at=dict(pairs=task.pairs, length=model.config.block_size),
+    )
 
 
 def recall(cfg, paths, device, autocast):
@@ -748,9 +1061,19 @@ def recall(cfg, paths, device, autocast):
     runs = [recall_run(cfg, *job, device, autocast, named) for job in jobs]
     out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recall.json").write_text(json.dumps(
-        dict(seed=cfg.seed, batches=cfg.batches, batch_size=cfg.batch_size, share_batches=SHARE_BATCHES,
-             device=str(device), runs=runs), indent=2))
+    (out / "recall.json").write_text(
+        json.dumps(
+            dict(
+                seed=cfg.seed,
+                batches=cfg.batches,
+                batch_size=cfg.batch_size,
+                share_batches=SHARE_BATCHES,
+                device=str(device),
+                runs=runs,
+            ),
+            indent=2,
+        )
+    )
     plot_recall(out / "recall.json")
     if named:
         print(f"wrote {out}/recall.json and {out}/recall.png")
@@ -777,8 +1100,10 @@ def plot_recall(path):
     res = json.loads(Path(path).read_text())
     types = list(dict.fromkeys(r["type"] for r in res["runs"]))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, axis, fixed, xlabel in ((axes[0], "pairs", "length", "key-value pairs per sequence"),
-                                    (axes[1], "length", "pairs", "sequence length (tokens)")):
+    for ax, axis, fixed, xlabel in (
+        (axes[0], "pairs", "length", "key-value pairs per sequence"),
+        (axes[1], "length", "pairs", "sequence length (tokens)"),
+    ):
         chance = {}
         for i, kind in enumerate(types):
             accs, c = recall_curve(res, kind, axis, fixed)
@@ -786,8 +1111,15 @@ def plot_recall(path):
             xs = sorted(accs)
             n = sum(r["type"] == kind for r in res["runs"])
             stats = [mean_std(accs[x]) for x in xs]
-            ax.errorbar(xs, [m for m, _ in stats], yerr=[sd for _, sd in stats], fmt="o-",
-                        capsize=3, color=f"C{i}", label=f"{kind} (mean ± std of {n} checkpoint{'s' * (n > 1)})")
+            ax.errorbar(
+                xs,
+                [m for m, _ in stats],
+                yerr=[sd for _, sd in stats],
+                fmt="o-",
+                capsize=3,
+                color=f"C{i}",
+                label=f"{kind} (mean ± std of {n} checkpoint{'s' * (n > 1)})",
+            )
         xs = sorted(chance)
         ax.plot(xs, [chance[x] for x in xs], "--", color="gray", label="chance (1 / pairs)")
         if axis == "length" and xs and xs[-1] >= 4 * xs[0]:
@@ -795,13 +1127,19 @@ def plot_recall(path):
         if xs:
             ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_ylim(0, 1.02)
-        ax.set(xlabel=xlabel, ylabel="recall accuracy (fraction of answers right)",
-               title=f"against {axis}, at the training {fixed}" + ("" if xs else " (none evaluated)"))
+        ax.set(
+            xlabel=xlabel,
+            ylabel="recall accuracy (fraction of answers right)",
+            title=f"against {axis}, at the training {fixed}" + ("" if xs else " (none evaluated)"),
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     r0 = res["runs"][0]
-    fig.suptitle(f"MQAR recall (keys={r0['keys']}): {shared_title(res['runs'])}, trained on {r0['tokens'] / 1e6:.2f}M "
-                 f"tokens; {res['batches']}x{res['batch_size']} sequences per point, seed {res['seed']}", fontsize=10)
+    fig.suptitle(
+        f"MQAR recall (keys={r0['keys']}): {shared_title(res['runs'])}, trained on {r0['tokens'] / 1e6:.2f}M "
+        f"tokens; {res['batches']}x{res['batch_size']} sequences per point, seed {res['seed']}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(Path(path).with_suffix(".png"), dpi=100)
     plt.close(fig)
@@ -809,7 +1147,12 @@ def plot_recall(path):
 
 def main(argv):
     cfg = EvalConfig(**parse_flags(argv, EvalConfig, CHOICES))
-    if cfg.mode in ("schedules", "compare", "seeds", "continual"):  # these read run folders, not checkpoints
+    if cfg.mode in (
+        "schedules",
+        "compare",
+        "seeds",
+        "continual",
+    ):  # these read run folders, not checkpoints
         if not cfg.run:
             raise ConfigError(f"--mode={cfg.mode} needs run folders: --run=out/a --run=out/b ...")
         if cfg.mode == "schedules":
@@ -818,7 +1161,11 @@ def main(argv):
             print(f"wrote {plot_val_curves(cfg.run, cfg.out)}")
         elif cfg.mode == "seeds":
             path = seeds_report(cfg.run, cfg.x, cfg.out)
-            print(f"wrote {path}" if path else "(--x=FIELD also draws the final val loss against that field)")
+            print(
+                f"wrote {path}"
+                if path
+                else "(--x=FIELD also draws the final val loss against that field)"
+            )
         else:
             print(continual_table(cfg.run))
         return
@@ -834,8 +1181,10 @@ def main(argv):
     if cfg.mode == "recall":
         return recall(cfg, cfg.ckpt, device, autocast)
     if len(cfg.ckpt) > 1:
-        raise ConfigError(f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate, maps or "
-                          "recall")
+        raise ConfigError(
+            f"--mode={cfg.mode} evaluates one checkpoint; several are for --mode=extrapolate, maps or "
+            "recall"
+        )
     model, run = load_model(cfg.ckpt[0], device)
     if cfg.mode == "loss":
         report_loss(cfg, model, run, device, autocast)
@@ -849,23 +1198,29 @@ def report_loss(cfg, model, run, device, autocast):
     block_size = model.config.block_size
     eval_len = cfg.eval_len or block_size
     if model.config.pos == "learned" and eval_len > block_size:
-        raise ConfigError(f"--eval_len={eval_len} is longer than block_size={block_size}, the limit of learned "
-                          f"positions; use --eval_len<={block_size}")
+        raise ConfigError(
+            f"--eval_len={eval_len} is longer than block_size={block_size}, the limit of learned "
+            f"positions; use --eval_len<={block_size}"
+        )
     folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
     tokens, meta = load_split(folder, cfg.split), load_meta(folder)
     check_block(tokens, eval_len, cfg.split, folder)
     loss, n = eval_loss(model, tokens, eval_len, cfg.batch_size, cfg.max_tokens, device, autocast)
     bpb = bits_per_byte(loss, meta, cfg.split)
-    print(f"{cfg.split}_loss {loss:.4f} | perplexity {math.exp(loss):.3f} | {bpb:.4f} bits/byte | "
-          f"{n:,} tokens of {folder}/{cfg.split}.bin in windows of {eval_len}")
+    print(
+        f"{cfg.split}_loss {loss:.4f} | perplexity {math.exp(loss):.3f} | {bpb:.4f} bits/byte | "
+        f"{n:,} tokens of {folder}/{cfg.split}.bin in windows of {eval_len}"
+    )
 
 
 def print_samples(cfg, model, run, device, autocast):
     tokenizer, block_size = get_tokenizer(run["tokenizer"]), model.config.block_size
     ids = tokenizer.encode(cfg.prompt) if cfg.prompt else [tokenizer.eot]
     if model.config.pos == "learned" and len(ids) > block_size:
-        raise ConfigError(f"the prompt is {len(ids)} tokens, longer than block_size={block_size}, the limit of "
-                          "learned positions; shorten --prompt")
+        raise ConfigError(
+            f"the prompt is {len(ids)} tokens, longer than block_size={block_size}, the limit of "
+            "learned positions; shorten --prompt"
+        )
     torch.manual_seed(cfg.seed)
     x = torch.tensor([ids] * cfg.num_samples, device=device)
     with autocast:
@@ -876,16 +1231,22 @@ def print_samples(cfg, model, run, device, autocast):
 
 
 def report_outliers(cfg, model, run, device, autocast):
-    eval_len = cfg.eval_len or model.config.block_size  # learned positions refuse longer windows themselves
+    eval_len = (
+        cfg.eval_len or model.config.block_size
+    )  # learned positions refuse longer windows themselves
     folder = prepare(cfg.dataset or run["dataset"], run["tokenizer"], cfg.data_dir)
     tokens = load_split(folder, cfg.split)
     check_block(tokens, eval_len, cfg.split, folder)
     stats, n = outlier_stats(model, tokens, eval_len, cfg.batch_size, cfg.batches, device, autocast)
     (logit, where, median), (act, act_where, act_median) = stats["logit"], stats["hidden"]
-    print(f"top attention logit {logit:.2f} ({where}; median {median:.2f}) | q·k/√d before softmax, "
-          f"{n} windows of {eval_len} tokens of {folder}/{cfg.split}.bin")
-    print(f"top hidden activation {act:.2f} ({act_where}; median |x| {act_median:.3f}) | residual stream, "
-          f"{model.config.attention} attention")
+    print(
+        f"top attention logit {logit:.2f} ({where}; median {median:.2f}) | q·k/√d before softmax, "
+        f"{n} windows of {eval_len} tokens of {folder}/{cfg.split}.bin"
+    )
+    print(
+        f"top hidden activation {act:.2f} ({act_where}; median |x| {act_median:.3f}) | residual stream, "
+        f"{model.config.attention} attention"
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,18 @@ from attention import ATTENTIONS, POSITIONS, make_attention
 from plumbing import ConfigError, check_choice, check_ranges
 
 NORMS = ("layernorm", "rmsnorm")
-RANGES = dict(vocab_size="[1, inf)", block_size="[2, inf)", n_layer="[1, inf)", n_head="[1, inf)",
-              n_embd="[1, inf)", dropout="[0, 1)", rope_base="(0, inf)", dape_kernel="[1, inf)",
-              dape_channels="[1, inf)", dape_q_chunk="[0, inf)")  # [ includes the end, ( excludes it
+RANGES = dict(
+    vocab_size="[1, inf)",
+    block_size="[2, inf)",
+    n_layer="[1, inf)",
+    n_head="[1, inf)",
+    n_embd="[1, inf)",
+    dropout="[0, 1)",
+    rope_base="(0, inf)",
+    dape_kernel="[1, inf)",
+    dape_channels="[1, inf)",
+    dape_q_chunk="[0, inf)",
+)  # [ includes the end, ( excludes it
 
 
 @dataclass
@@ -55,9 +64,15 @@ class GPTConfig:
     rope_base: float = 10000.0
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
-    dape_q_chunk: int = 0  # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
-    diff_subln: bool = True  # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
-    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
+    dape_q_chunk: int = (
+        0  # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
+    )
+    diff_subln: bool = (
+        True  # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
+    )
+    activation_checkpointing: bool = (
+        False  # recompute each block in backward: less memory, ~1/3 more compute
+    )
 
     def __post_init__(self):
         """Every rule of the model's shape; a run's Config checks its model fields through this."""
@@ -68,17 +83,25 @@ class GPTConfig:
         check_choice("pos", self.pos, ("auto", *POSITIONS))
         check_choice("norm", self.norm, NORMS)
         if self.attention == "dape" and self.pos not in ("kerple", "alibi", "nope"):
-            raise ConfigError(f"--attention=dape takes --pos=kerple (its default), alibi or nope, not --pos={self.pos}")
+            raise ConfigError(
+                f"--attention=dape takes --pos=kerple (its default), alibi or nope, not --pos={self.pos}"
+            )
         if self.dape_kernel < 1 or self.dape_kernel % 2 == 0:
-            raise ConfigError(f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions")
+            raise ConfigError(
+                f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions"
+            )
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
         if self.attention == "diff" and self.n_head % 2:
-            raise ConfigError(f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
-                              f"even; got --n_head={self.n_head}")
+            raise ConfigError(
+                f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
+                f"even; got --n_head={self.n_head}"
+            )
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:  # RoPE rotates channel pairs
-            raise ConfigError(f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / --n_head={self.n_head}"
-                              f" = {self.n_embd // self.n_head}; change --n_embd or --n_head, or use another --pos")
+            raise ConfigError(
+                f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / --n_head={self.n_head}"
+                f" = {self.n_embd // self.n_head}; change --n_embd or --n_head, or use another --pos"
+            )
 
 
 def make_norm(config):
@@ -114,12 +137,14 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-            ln_f=make_norm(config),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                ln_f=make_norm(config),
+            )
+        )
         if config.pos == "learned":
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -146,7 +171,9 @@ class GPT(nn.Module):
         logits = self.lm_head(self.features(idx))  # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
         return logits, loss
 
     def features(self, idx):
@@ -156,13 +183,21 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
             if T > self.config.block_size:
-                raise ConfigError(f"sequence of {T} tokens is longer than --block_size={self.config.block_size}, "
-                                  "the limit of learned positions; use a shorter input or --pos=rope")
+                raise ConfigError(
+                    f"sequence of {T} tokens is longer than --block_size={self.config.block_size}, "
+                    "the limit of learned positions; use a shorter input or --pos=rope"
+                )
             x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
         x = self.transformer.drop(x)
-        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        recompute = (
+            self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        )
         for block in self.transformer.h:
-            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+            x = (
+                torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                if recompute
+                else block(x)
+            )
         return self.transformer.ln_f(x)
 
     def load_weights(self, state, source):
@@ -172,9 +207,13 @@ class GPT(nn.Module):
             self.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as e:
             first = str(e).strip().splitlines()
-            reason = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
-            raise ConfigError(f"{source}: its weights do not fit the model its config describes ({reason[:160]}); "
-                              "pass a checkpoint written by train.py") from None
+            reason = (
+                first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
+            )
+            raise ConfigError(
+                f"{source}: its weights do not fit the model its config describes ({reason[:160]}); "
+                "pass a checkpoint written by train.py"
+            ) from None
 
     def attention_maps(self, idx, heads, targets=None):
         """Forward pass that also returns attention maps: heads = {layer: [head, ...]} ->
@@ -201,7 +240,9 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 is greedy decoding."""
         for _ in range(max_new_tokens):
-            context = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            context = (
+                idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
+            )
             logits = self(context)[0][:, -1, :].float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
@@ -222,7 +263,9 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+        return torch.optim.AdamW(
+            groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {})
+        )
 
     def flops_per_token(self, T=None):
         """Training FLOPs per token (forward + backward) of this model at sequence length T (default block_size),
@@ -238,7 +281,11 @@ class GPT(nn.Module):
 
 def run_values(run):
     """A run's config as {name: value}: a checkpoint's dict as it is, a dataclass (train.Config) by its fields."""
-    return run if isinstance(run, dict) else {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+    return (
+        run
+        if isinstance(run, dict)
+        else {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+    )
 
 
 def model_keys(run):
@@ -248,7 +295,10 @@ def model_keys(run):
     return [f.name for f in dataclasses.fields(GPTConfig) if f.name in values]
 
 
-HOW_COMPUTED = ("activation_checkpointing", "dape_q_chunk")  # change no number, only the time and the memory
+HOW_COMPUTED = (
+    "activation_checkpointing",
+    "dape_q_chunk",
+)  # change no number, only the time and the memory
 
 
 def shape_keys(run):
@@ -260,7 +310,9 @@ def shape_keys(run):
 def model_config(run, n_vocab):
     """GPTConfig for a run, the vocabulary padded to a multiple of 64 (faster matmuls; GPT-2: 50257 -> 50304)."""
     values = run_values(run)
-    return GPTConfig(vocab_size=(n_vocab + 63) // 64 * 64, **{k: values[k] for k in model_keys(run)})
+    return GPTConfig(
+        vocab_size=(n_vocab + 63) // 64 * 64, **{k: values[k] for k in model_keys(run)}
+    )
 
 
 _FLOPS = {}  # (config, T) -> counted training FLOPs per token
@@ -271,6 +323,7 @@ def counted_flops_per_token(config, T):
     key = (tuple(dataclasses.asdict(config).items()), T)
     if key not in _FLOPS:
         from torch.utils.flop_counter import FlopCounterMode
+
         with torch.device("meta"):
             model = GPT(config)
             idx = torch.zeros(1, T + 1, dtype=torch.long)
@@ -283,11 +336,22 @@ def counted_flops_per_token(config, T):
 # Dense bf16 tensor-core peak FLOP/s by the exact name torch.cuda.get_device_name() reports (vendor datasheets,
 # no sparsity). An unknown GPU gets no MFU unless --peak_tflops gives its peak.
 PEAK_TFLOPS = {
-    "NVIDIA H100 80GB HBM3": 989.4, "NVIDIA H100 PCIe": 756.5, "NVIDIA H100 NVL": 835.5,
-    "NVIDIA H200": 989.4, "NVIDIA GH200 480GB": 989.4,
-    "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA A100-SXM4-40GB": 312.0, "NVIDIA A100-PCIE-40GB": 312.0,
-    "NVIDIA A100 80GB PCIe": 312.0, "NVIDIA L40S": 362.1, "NVIDIA L40": 181.0, "NVIDIA L4": 121.0,
-    "NVIDIA A10": 125.0, "NVIDIA A10G": 70.0, "NVIDIA GeForce RTX 4090": 165.2, "NVIDIA GeForce RTX 3090": 71.0,
+    "NVIDIA H100 80GB HBM3": 989.4,
+    "NVIDIA H100 PCIe": 756.5,
+    "NVIDIA H100 NVL": 835.5,
+    "NVIDIA H200": 989.4,
+    "NVIDIA GH200 480GB": 989.4,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+    "NVIDIA A100-SXM4-40GB": 312.0,
+    "NVIDIA A100-PCIE-40GB": 312.0,
+    "NVIDIA A100 80GB PCIe": 312.0,
+    "NVIDIA L40S": 362.1,
+    "NVIDIA L40": 181.0,
+    "NVIDIA L4": 121.0,
+    "NVIDIA A10": 125.0,
+    "NVIDIA A10G": 70.0,
+    "NVIDIA GeForce RTX 4090": 165.2,
+    "NVIDIA GeForce RTX 3090": 71.0,
 }
 
 

@@ -18,9 +18,9 @@ Design choices:
 - Checkpoints are written to a temp file and renamed, so a kill mid-write leaves the previous one whole.
 """
 
+import atexit
 import dataclasses
 import difflib
-import atexit
 import inspect
 import json
 import math
@@ -70,6 +70,7 @@ def check_ranges(cfg, ranges):
 # ----------------------------------------------------------------------------------------------------------------
 # flags
 
+
 def parse_value(key, text, typ):
     if typ is bool:
         if text.lower() in ("1", "true", "yes"):
@@ -80,7 +81,9 @@ def parse_value(key, text, typ):
     try:
         return typ(text)
     except ValueError:
-        raise ConfigError(f"--{key}={text} is not {'an integer' if typ is int else 'a number'}") from None
+        raise ConfigError(
+            f"--{key}={text} is not {'an integer' if typ is int else 'a number'}"
+        ) from None
 
 
 def parse_flags(argv, config_cls, choices=None):
@@ -97,9 +100,17 @@ def parse_flags(argv, config_cls, choices=None):
         key, _, text = arg[2:].partition("=")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=3)
-            raise ConfigError(f"unknown flag --{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)"
-                                                         if close else "; see --help"))
-        if fields[key] is list:  # a list flag may repeat and holds comma-separated items: --run=a --run=b,c
+            raise ConfigError(
+                f"unknown flag --{key}"
+                + (
+                    f" (did you mean {', '.join('--' + c for c in close)}?)"
+                    if close
+                    else "; see --help"
+                )
+            )
+        if (
+            fields[key] is list
+        ):  # a list flag may repeat and holds comma-separated items: --run=a --run=b,c
             overrides[key] = overrides.get(key, []) + [item for item in text.split(",") if item]
         else:
             overrides[key] = parse_value(key, text if "=" in arg else "true", fields[key])
@@ -130,19 +141,26 @@ def print_help(config_cls, defaults=None, note=""):
 
 def cli(main):
     """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
-    sys.stdout.reconfigure(line_buffering=True)  # progress lines arrive as they are printed, even through a pipe
+    sys.stdout.reconfigure(
+        line_buffering=True
+    )  # progress lines arrive as they are printed, even through a pipe
     try:
         main(sys.argv[1:])
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except BrokenPipeError:  # the reader went away (`python train.py --help | head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    except (
+        BrokenPipeError
+    ):  # the reader went away (`python train.py --help | head`): stop quietly, as Unix tools do
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # nothing left to flush at exit
         sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # device
+
 
 def setup_device(device, dtype, fp16=True):
     """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context). dtype auto: bfloat16
@@ -151,14 +169,24 @@ def setup_device(device, dtype, fp16=True):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device=cuda but this torch sees no CUDA GPU; use --device=auto or --device=cpu")
+        raise ConfigError(
+            "--device=cuda but this torch sees no CUDA GPU; use --device=auto or --device=cpu"
+        )
     elif device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device=mps but MPS is not available here; use --device=auto or --device=cpu")
-    dtype = pick_dtype(dtype, device, torch.cuda.get_device_capability() if device == "cuda" else None, fp16)
+        raise ConfigError(
+            "--device=mps but MPS is not available here; use --device=auto or --device=cpu"
+        )
+    dtype = pick_dtype(
+        dtype, device, torch.cuda.get_device_capability() if device == "cuda" else None, fp16
+    )
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device, dtype=getattr(torch, dtype))
+    ctx = (
+        nullcontext()
+        if dtype == "float32"
+        else torch.autocast(device_type=device, dtype=getattr(torch, dtype))
+    )
     return device, dtype, ctx
 
 
@@ -170,11 +198,14 @@ def pick_dtype(dtype, device, capability=None, fp16=True):
         return "float32"
     if capability >= (8, 0):  # bf16 tensor cores: A100, H100, RTX 30xx / 40xx, L40
         return "bfloat16"
-    return "float16" if fp16 else "float32"  # T4, V100: fp16, with loss scaling where the caller has a scaler
+    return (
+        "float16" if fp16 else "float32"
+    )  # T4, V100: fp16, with loss scaling where the caller has a scaler
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
+
 
 def checkpoint_path(path):
     """A checkpoint file, or a run folder holding ckpt.pt."""
@@ -190,12 +221,18 @@ def load_checkpoint(path, device="cpu"):
         raise ConfigError(f"no checkpoint at {p}")
     try:
         ckpt = torch.load(p, map_location=device, weights_only=True)
-    except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice that does not apply
-        raise ConfigError(f"{p} is not a readable checkpoint (truncated, corrupt, or not a torch file); pass a "
-                          "ckpt.pt or budget_<b>.pt written by train.py") from None
+    except (
+        Exception
+    ):  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice that does not apply
+        raise ConfigError(
+            f"{p} is not a readable checkpoint (truncated, corrupt, or not a torch file); pass a "
+            "ckpt.pt or budget_<b>.pt written by train.py"
+        ) from None
     if not isinstance(ckpt, dict) or not {"model", "model_config", "config"} <= set(ckpt):
-        raise ConfigError(f"{p} is a torch file but not a checkpoint of this project (no model, model_config and "
-                          "config in it); pass a ckpt.pt or budget_<b>.pt written by train.py")
+        raise ConfigError(
+            f"{p} is a torch file but not a checkpoint of this project (no model, model_config and "
+            "config in it); pass a ckpt.pt or budget_<b>.pt written by train.py"
+        )
     return ckpt
 
 
@@ -210,13 +247,16 @@ def save_atomic(obj, path):
         tmp.unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"could not write {path} ({reason}); free some disk space or choose another "
-                              "--out_dir (the previous checkpoint is untouched)") from None
+            raise ConfigError(
+                f"could not write {path} ({reason}); free some disk space or choose another "
+                "--out_dir (the previous checkpoint is untouched)"
+            ) from None
         raise
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the run folder
+
 
 def resume_checkpoint(out_dir):
     """The checkpoint --resume continues: out_dir/ckpt.pt. Its config, then the flags, make the run's config."""
@@ -253,15 +293,19 @@ def adopted_shape(theirs, overrides, keys, who):
         if key not in overrides or (key == "pos" and given == "auto"):
             shape[key] = theirs[key]
         elif given != theirs[key] and key != "dropout":
-            raise ConfigError(f"{who} holds a model with {key}={theirs[key]}, but this run asks for --{key}={given}; "
-                              "drop the flag or use another checkpoint")
+            raise ConfigError(
+                f"{who} holds a model with {key}={theirs[key]}, but this run asks for --{key}={given}; "
+                "drop the flag or use another checkpoint"
+            )
     return shape
 
 
 def refuse_a_checkpoint(out):
     """A new run (not --resume) never writes over a folder that holds a checkpoint."""
     if (Path(out) / "ckpt.pt").exists():
-        raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir")
+        raise ConfigError(
+            f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir"
+        )
 
 
 def lock_run_folder(out, fresh):
@@ -285,17 +329,22 @@ def lock_run_folder(out, fresh):
                     time.sleep(0.2)
                     pid = _lock_owner(lock)
                 if pid and pid != os.getpid() and _alive(pid):
-                    raise ConfigError(f"{out} is in use by a running process (pid {pid}); wait for it, stop it, or "
-                                      "choose another --out_dir") from None
+                    raise ConfigError(
+                        f"{out} is in use by a running process (pid {pid}); wait for it, stop it, or "
+                        "choose another --out_dir"
+                    ) from None
                 lock.unlink(missing_ok=True)  # left by a process that is gone
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
     except OSError as e:
-        raise ConfigError(f"--out_dir={out} cannot be written ({e.strerror or e}); choose another --out_dir") from None
+        raise ConfigError(
+            f"--out_dir={out} cannot be written ({e.strerror or e}); choose another --out_dir"
+        ) from None
 
     def release():
         if _lock_owner(lock) == os.getpid():
             lock.unlink(missing_ok=True)
+
     if fresh and (out / "ckpt.pt").exists():
         release()
         refuse_a_checkpoint(out)
@@ -345,10 +394,14 @@ def read_log(out_dir):
 # ----------------------------------------------------------------------------------------------------------------
 # RNG state
 
+
 def rng_state(device, **generators):
     """Every RNG a run draws from: torch's global CPU and CUDA generators and the named torch.Generators."""
-    return {**{name: g.get_state() for name, g in generators.items()}, "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}
+    return {
+        **{name: g.get_state() for name, g in generators.items()},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
+    }
 
 
 def restore_rng(state, device, **generators):
@@ -362,11 +415,16 @@ def restore_rng(state, device, **generators):
 # ----------------------------------------------------------------------------------------------------------------
 # text and plots
 
+
 def eta_text(elapsed, done, left, first=0.0):
     """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed seconds). first: the
     seconds the session's first step took, left out of the average once there are others (compile, first
     allocations and the first eval never recur; with them a GPU run's early ETAs are hours too long)."""
-    eta = (elapsed - first) / (done - 1) * left if first and done > 1 else elapsed / max(done, 1) * left
+    eta = (
+        (elapsed - first) / (done - 1) * left
+        if first and done > 1
+        else elapsed / max(done, 1) * left
+    )
     return f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
 
 
@@ -379,6 +437,8 @@ def tokens_per_step(cfg):
 def pyplot():
     """matplotlib.pyplot on the headless Agg backend: figures are files, never windows."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt

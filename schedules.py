@@ -28,7 +28,11 @@ from plumbing import ConfigError, cli, pyplot
 SCHEDULES = ("constant", "cosine", "wsd", "wsd-s", "cyclic")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 DECAY_OF = ("cycle", "budget")  # wsd-s: what decay_frac is a share of
-MULTI_BUDGET = ("wsd", "wsd-s", "cyclic")  # schedules that give several finished models from one run
+MULTI_BUDGET = (
+    "wsd",
+    "wsd-s",
+    "cyclic",
+)  # schedules that give several finished models from one run
 
 
 def decay_fraction(x, shape):
@@ -77,8 +81,18 @@ def wsd(step, lr, min_lr, warmup_iters, end, decay_iters, decay_shape):
     return lr - (lr - min_lr) * decay_fraction(x, decay_shape)
 
 
-def make_schedule(name, lr, min_lr, warmup_iters, max_iters, decay_frac=0.2, decay_shape="sqrt", budgets=None,
-                  rewarmup_iters=0, decay_of="cycle"):
+def make_schedule(
+    name,
+    lr,
+    min_lr,
+    warmup_iters,
+    max_iters,
+    decay_frac=0.2,
+    decay_shape="sqrt",
+    budgets=None,
+    rewarmup_iters=0,
+    decay_of="cycle",
+):
     """lr(step, branch=None) for one of SCHEDULES. `branch` is the budget of a wsd decay branch (None: the main
     branch). Arguments are checked by schedule_problem()."""
     budgets = list(budgets or [max_iters])
@@ -100,16 +114,27 @@ def make_schedule(name, lr, min_lr, warmup_iters, max_iters, decay_frac=0.2, dec
         if name == "cyclic":
             return cosine(step, lr, min_lr, warmup_iters, end, start)
         if name == "wsd-s":
-            if start and step - start < rewarmup_iters:  # optional re-warm from the decayed lr back to peak
+            if (
+                start and step - start < rewarmup_iters
+            ):  # optional re-warm from the decayed lr back to peak
                 return min_lr + (lr - min_lr) * (step - start + 1) / (rewarmup_iters + 1)
-            return wsd(step, lr, min_lr, warmup_iters, end, cycle_decay_len(start, end, decay_frac, decay_of),
-                       decay_shape)
+            return wsd(
+                step,
+                lr,
+                min_lr,
+                warmup_iters,
+                end,
+                cycle_decay_len(start, end, decay_frac, decay_of),
+                decay_shape,
+            )
         raise ValueError(f"unknown schedule {name!r}")
 
     return lr_at
 
 
-def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmup_iters=0, decay_of="cycle"):
+def schedule_problem(
+    name, warmup_iters, max_iters, decay_frac, budgets, rewarmup_iters=0, decay_of="cycle"
+):
     """A one-line description of what is wrong with this combination, or None."""
     if not 0 <= decay_frac <= 1:
         return f"--decay_frac={decay_frac} must lie in [0, 1]"
@@ -118,43 +143,66 @@ def schedule_problem(name, warmup_iters, max_iters, decay_frac, budgets, rewarmu
     if any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])) or budgets[0] <= 0:
         return f"--budgets={','.join(map(str, budgets))} must be positive and strictly increasing"
     if budgets[-1] != max_iters:
-        return f"--budgets must end at --max_iters={max_iters} (got {budgets[-1]}); e.g. --budgets=" + \
-            ",".join(map(str, [b for b in budgets if b < max_iters] + [max_iters]))
+        return (
+            f"--budgets must end at --max_iters={max_iters} (got {budgets[-1]}); e.g. --budgets="
+            + ",".join(map(str, [b for b in budgets if b < max_iters] + [max_iters]))
+        )
     if len(budgets) > 1 and name not in MULTI_BUDGET:
-        return f"--budgets with --schedule={name} is not possible: use one {name} run per budget, or one of " \
-               f"{', '.join(MULTI_BUDGET)}"
+        return (
+            f"--budgets with --schedule={name} is not possible: use one {name} run per budget, or one of "
+            f"{', '.join(MULTI_BUDGET)}"
+        )
     if name == "wsd":
         forks = [b - decay_len(b, decay_frac) for b in budgets]
         if any(f2 <= f1 for f1, f2 in zip(forks, forks[1:])):
-            return f"--budgets={','.join(map(str, budgets))} are too close: two wsd decay branches would fork at the " \
-                   f"same step ({forks}); space the budgets further apart"
+            return (
+                f"--budgets={','.join(map(str, budgets))} are too close: two wsd decay branches would fork at the "
+                f"same step ({forks}); space the budgets further apart"
+            )
     starts = [0] + budgets[:-1]
     for start, end in zip(starts, budgets):
-        decay = decay_len(end, decay_frac) if name == "wsd" else cycle_decay_len(start, end, decay_frac, decay_of)
+        decay = (
+            decay_len(end, decay_frac)
+            if name == "wsd"
+            else cycle_decay_len(start, end, decay_frac, decay_of)
+        )
         if name in ("wsd", "wsd-s") and decay < 1:
             return f"the decay of budget {end} would last 0 steps; use a larger --decay_frac or longer budgets"
         if start == 0 and warmup_iters >= end:
             return f"--warmup_iters={warmup_iters} does not end before the first budget {end}"
         if name == "wsd" and end - decay < max(1, warmup_iters):
             # a wsd branch decays over decay_frac of its whole budget, forking from the main branch after warmup
-            return f"the decay of budget {end} ({decay} steps) would start before the warmup " \
-                   f"ends; use a smaller --decay_frac or --warmup_iters"
+            return (
+                f"the decay of budget {end} ({decay} steps) would start before the warmup "
+                f"ends; use a smaller --decay_frac or --warmup_iters"
+            )
         warm = warmup_iters if start == 0 else rewarmup_iters
         if name == "wsd-s" and decay + warm > end - start:
-            return f"the decay of budget {end} ({decay} steps) does not fit in its cycle [{start}, {end}] after " \
-                   f"{warm} warmup steps; use a smaller --decay_frac, further-apart --budgets or --decay_of=cycle"
+            return (
+                f"the decay of budget {end} ({decay} steps) does not fit in its cycle [{start}, {end}] after "
+                f"{warm} warmup steps; use a smaller --decay_frac, further-apart --budgets or --decay_of=cycle"
+            )
     return None
 
 
-def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, max_iters=1000,
-                   budgets=(250, 500, 1000), decay_frac=0.2):
+def plot_schedules(
+    path="schedules.png",
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup_iters=50,
+    max_iters=1000,
+    budgets=(250, 500, 1000),
+    decay_frac=0.2,
+):
     """Every schedule on one figure, for teaching."""
     plt = pyplot()
     steps = range(max_iters + 1)
     fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for name, kw in [("constant", {}), ("cosine", {}), ("cyclic", dict(budgets=budgets))]:
         f = make_schedule(name, lr, min_lr, warmup_iters, max_iters, budgets=kw.get("budgets"))
-        axes[0].plot(steps, [f(s) for s in steps], label=name + (f" budgets {budgets}" if kw else ""))
+        axes[0].plot(
+            steps, [f(s) for s in steps], label=name + (f" budgets {budgets}" if kw else "")
+        )
     for shape in DECAY_SHAPES:
         f = make_schedule("wsd", lr, min_lr, warmup_iters, max_iters, decay_frac, shape)
         axes[0].plot(steps, [f(s) for s in steps], "--", label=f"wsd {shape}")
@@ -164,14 +212,21 @@ def plot_schedules(path="schedules.png", lr=1e-3, min_lr=1e-4, warmup_iters=50, 
     axes[1].plot(steps, [f(s) for s in steps], color="k", alpha=0.6, label="wsd main branch")
     for b in budgets[:-1]:
         branch = range(b - decay_len(b, decay_frac), b + 1)
-        axes[1].plot(branch, [f(s, b) for s in branch], "k:", label="wsd decay branches" if b == budgets[0] else None)
+        axes[1].plot(
+            branch,
+            [f(s, b) for s in branch],
+            "k:",
+            label="wsd decay branches" if b == budgets[0] else None,
+        )
     for ax in axes:
         for b in budgets:
             ax.axvline(b, color="grey", lw=0.5)
         ax.set_ylabel("learning rate")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
-    axes[0].set_title(f"single-budget schedules (peak {lr}, floor {min_lr}, warmup {warmup_iters}, decay_frac {decay_frac})")
+    axes[0].set_title(
+        f"single-budget schedules (peak {lr}, floor {min_lr}, warmup {warmup_iters}, decay_frac {decay_frac})"
+    )
     axes[1].set_title(f"several finished models from one run: budgets {budgets} (grey lines)")
     axes[1].set_xlabel("step")
     fig.tight_layout()

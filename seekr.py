@@ -61,54 +61,93 @@ import torch.nn.functional as F
 from data import check_task_lengths, encode_record, get_tokenizer, load_split, load_tasks, prepare
 from eval import eval_loss
 from model import GPT, model_config, shape_keys
-from plumbing import (ConfigError, append_log, eta_text, lock_run_folder, open_run_folder, pyplot, restore_rng,
-                      rng_state, save_atomic, setup_device, start_run)
+from plumbing import (
+    ConfigError,
+    append_log,
+    eta_text,
+    lock_run_folder,
+    open_run_folder,
+    pyplot,
+    restore_rng,
+    rng_state,
+    save_atomic,
+    setup_device,
+    start_run,
+)
 
 METHODS = ("seqft", "replay", "der", "lwf", "seekr")
 BUFFERED = ("replay", "der", "seekr")  # methods that keep a replay buffer
-REPLAY_STEPS = ("der", "seekr")  # methods with replay micro-batches (replay mixes the buffer into its batches)
+REPLAY_STEPS = (
+    "der",
+    "seekr",
+)  # methods with replay micro-batches (replay mixes the buffer into its batches)
 GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
-CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)  # replace the presets
+CONTINUAL_DEFAULTS = dict(
+    out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25
+)  # replace the presets
 
 
 @dataclass
 class ContinualConfig:
     """The continual-learning fields of train.py's Config (--mode=continual); the rules are check_continual's."""
+
     tasks: str = "builtin"  # builtin (generated from --seed), or a folder in TRACE's layout: <task>/{train,test}.json
     task_order: str = ""  # a,b,c; default: by folder name (builtin: its own order)
     iters_per_task: int = 200
     method: str = "seekr"  # seqft, replay, der, lwf, seekr
-    replay: float = 0.01  # fraction of each finished task's train set kept for replay (at least one record)
-    replay_cycle: int = 0  # new-task micro-batches per replay micro-batch; 0 = task batches // replay batches
+    replay: float = (
+        0.01  # fraction of each finished task's train set kept for replay (at least one record)
+    )
+    replay_cycle: int = (
+        0  # new-task micro-batches per replay micro-batch; 0 = task batches // replay batches
+    )
     alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (der, lwf, seekr)
     beta: float = 1000.0  # attention-distillation weight (seekr)
     seekr_layer_budget: int = 0  # layers kept by SEEKR's selection; 0 = 75% of layers
     seekr_head_budget: int = 0  # heads kept, inside those layers; 0 = 12.5% of all heads
     seekr_query_budget: int = 0  # random query rows distilled per record; 0 = all
     eval_records: int = 200  # test records per task scored after every task; 0 = all
-    balance_interval: int = 0  # replay micro-batches between gradient-balance readouts (der, seekr); 0 = off
+    balance_interval: int = (
+        0  # replay micro-batches between gradient-balance readouts (der, seekr); 0 = off
+    )
 
 
-RANGES = dict(iters_per_task="[1, inf)", replay="[0, 1]", replay_cycle="[0, inf)", alpha="[0, 1]", beta="[0, inf)",
-              seekr_layer_budget="[0, inf)", seekr_head_budget="[0, inf)", seekr_query_budget="[0, inf)",
-              eval_records="[0, inf)", balance_interval="[0, inf)")  # checked with train.py's (train.RANGES)
+RANGES = dict(
+    iters_per_task="[1, inf)",
+    replay="[0, 1]",
+    replay_cycle="[0, inf)",
+    alpha="[0, 1]",
+    beta="[0, inf)",
+    seekr_layer_budget="[0, inf)",
+    seekr_head_budget="[0, inf)",
+    seekr_query_budget="[0, inf)",
+    eval_records="[0, inf)",
+    balance_interval="[0, inf)",
+)  # checked with train.py's (train.RANGES)
 
 
 def check_continual(cfg):
     """The rules of --mode=continual, called by train.Config.__post_init__ (the model's shape is checked later,
     against the checkpoint: selection_budgets)."""
     if not cfg.init_from and not cfg.resume:
-        raise ConfigError("--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "
-                          "written by `python train.py`)")
+        raise ConfigError(
+            "--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "
+            "written by `python train.py`)"
+        )
     if cfg.method in BUFFERED and not 0 < cfg.replay <= 1:
-        raise ConfigError(f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%")
+        raise ConfigError(
+            f"--replay={cfg.replay} must be a fraction in (0, 1], e.g. --replay=0.01 for 1%"
+        )
     if cfg.dtype == "float16":
-        raise ConfigError("--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
-                          "pass --dtype=bfloat16 or --dtype=float32")
+        raise ConfigError(
+            "--mode=continual runs in float32 or bfloat16 (float16 would need a gradient scaler); "
+            "pass --dtype=bfloat16 or --dtype=float32"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # batches and losses
+
 
 def pad_batch(pairs, pad, device, tail=0):
     """[(prompt ids, answer ids + eot)] -> x, y (B, L), right-padded; y is -1 except at the answer tokens, so the LM
@@ -118,8 +157,8 @@ def pad_batch(pairs, pad, device, tail=0):
     y = torch.full((len(pairs), L), -1, dtype=torch.long)
     for b, (p, a) in enumerate(pairs):
         seq = torch.tensor(p + a)
-        x[b, :len(seq) - 1] = seq[:-1]
-        y[b, len(p) - 1:len(seq) - 1] = seq[len(p):]
+        x[b, : len(seq) - 1] = seq[:-1]
+        y[b, len(p) - 1 : len(seq) - 1] = seq[len(p) :]
     return x.to(device), y.to(device)
 
 
@@ -152,7 +191,9 @@ def attention_distill(teacher, student, effective=False):
     effective=True (diff's A1 - λA2, not a distribution): squared error summed over keys instead."""
     if effective:
         return (teacher - student).pow(2).sum(-1).mean()
-    return (torch.xlogy(teacher, teacher) - teacher * torch.log(student + 1e-8)).sum(-1).mean()  # official code's KL
+    return (
+        (torch.xlogy(teacher, teacher) - teacher * torch.log(student + 1e-8)).sum(-1).mean()
+    )  # official code's KL
 
 
 def capture(model, x, heads, y=None):
@@ -162,7 +203,11 @@ def capture(model, x, heads, y=None):
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
     logits, loss, maps = model.attention_maps(x, by_layer, y)
-    return logits, loss, {(l, h): maps[l][:, k] for l, hs in by_layer.items() for k, h in enumerate(hs)}
+    return (
+        logits,
+        loss,
+        {(l, h): maps[l][:, k] for l, hs in by_layer.items() for k, h in enumerate(hs)},
+    )
 
 
 def map_heads(model):
@@ -179,8 +224,12 @@ def attention_loss(maps, batch, heads, device, effective):
         n, chosen, teacher = input_length(r), heads[r["task"]], r["maps"].to(device)
         for layer in sorted({l for l, _ in chosen}):
             ks = [k for k, (l, _) in enumerate(chosen) if l == layer]
-            student = torch.stack([maps[chosen[k]][b][r["rows"]][:, :n] for k in ks]).float()  # (heads, q, n)
-            per_layer[layer] = per_layer.get(layer, 0) + attention_distill(teacher[ks], student, effective)
+            student = torch.stack(
+                [maps[chosen[k]][b][r["rows"]][:, :n] for k in ks]
+            ).float()  # (heads, q, n)
+            per_layer[layer] = per_layer.get(layer, 0) + attention_distill(
+                teacher[ks], student, effective
+            )
     return sum(v / len(batch) for v in per_layer.values()) / len(per_layer)
 
 
@@ -222,13 +271,17 @@ def balance_readout(model, parts):
     row = {"grad_norm": sq.sqrt().item()}
     for name, grads in parts.items():
         row[f"grad_{name}"] = sum(g.float().pow(2).sum() for g in grads).sqrt().item()
-        row[f"share_{name}"] = (sum((g.float() * t.float()).sum() for g, t in zip(grads, total)) / sq).item()
+        row[f"share_{name}"] = (
+            sum((g.float() * t.float()).sum() for g, t in zip(grads, total)) / sq
+        ).item()
     return row
 
 
 def dominant_part(row, factor=20.0):
     """The replay part whose gradient norm exceeds every other part's by `factor` (None when balanced)."""
-    norms = {k[len("grad_"):]: v for k, v in row.items() if k.startswith("grad_") and k != "grad_norm"}
+    norms = {
+        k[len("grad_") :]: v for k, v in row.items() if k.startswith("grad_") and k != "grad_norm"
+    }
     for name, norm in norms.items():
         if len(norms) > 1 and all(norm > factor * other for k, other in norms.items() if k != name):
             return name
@@ -237,6 +290,7 @@ def dominant_part(row, factor=20.0):
 
 # ----------------------------------------------------------------------------------------------------------------
 # SEEKR: head importance and budgeted selection
+
 
 def all_maps(model, record, pad, device):
     """Every head's map on one record, no grad, on the CPU: (layers, heads, n, n), n the record's input length."""
@@ -257,14 +311,26 @@ def score_heads(model, records, before, pad, device):
         n = input_length(record)
         x, y = record_batch(model, [record], pad, device)
         _, loss, maps = model.attention_maps(x, {l: list(range(H)) for l in range(L)}, y)
-        grads = torch.autograd.grad(loss, [maps[l] for l in range(L)])  # no .grad left for the optimizer
-        new = torch.stack([maps[l][0, :, :n, :n].detach().float() for l in range(L)]).cpu()  # (L, H, n, n)
-        sens += torch.stack([g[0, :, :n, :n].float().pow(2).mean(dim=(1, 2)) for g in grads]).cpu()  # queries, keys
+        grads = torch.autograd.grad(
+            loss, [maps[l] for l in range(L)]
+        )  # no .grad left for the optimizer
+        new = torch.stack(
+            [maps[l][0, :, :n, :n].detach().float() for l in range(L)]
+        ).cpu()  # (L, H, n, n)
+        sens += torch.stack(
+            [g[0, :, :n, :n].float().pow(2).mean(dim=(1, 2)) for g in grads]
+        ).cpu()  # queries, keys
         rows = record["rows"]
-        forget += (old[:, :, rows] - new[:, :, rows]).pow(2).mean(dim=(2, 3))  # on the query rows, as official
+        forget += (
+            (old[:, :, rows] - new[:, :, rows]).pow(2).mean(dim=(2, 3))
+        )  # on the query rows, as official
         after.append(new)
     sens, forget = sens / len(records), forget / len(records)
-    return sens / sens.sum(1, keepdim=True).clamp_min(1e-30), forget, after  # S: each layer sums to 1
+    return (
+        sens / sens.sum(1, keepdim=True).clamp_min(1e-30),
+        forget,
+        after,
+    )  # S: each layer sums to 1
 
 
 def select_heads(importance, layer_budget, head_budget):
@@ -285,14 +351,17 @@ def selection_budgets(model, cfg):
     layer_b = cfg.seekr_layer_budget or max(1, int(0.75 * L + 0.5))  # halves round up
     head_b = cfg.seekr_head_budget or max(1, int(0.125 * L * H + 0.5))
     if layer_b > L or head_b > layer_b * H:
-        raise ConfigError(f"--seekr_layer_budget={layer_b} and --seekr_head_budget={head_b} do not fit this model: "
-                          f"at most {L} layers and {H} heads per chosen layer; use smaller budgets (0 = 75% of "
-                          "layers, 12.5% of heads)")
+        raise ConfigError(
+            f"--seekr_layer_budget={layer_b} and --seekr_head_budget={head_b} do not fit this model: "
+            f"at most {L} layers and {H} heads per chosen layer; use smaller budgets (0 = 75% of "
+            "layers, 12.5% of heads)"
+        )
     return layer_b, head_b, cfg.seekr_query_budget
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # evaluation
+
 
 def metrics(R):
     """OP = mean_i R[T][i]; BWT = mean over i < T of R[T][i] - R[i][i] (TRACE); BWT_over_T divides that sum by T
@@ -308,17 +377,23 @@ def greedy_answers(model, tok, prompts, max_new, device, autocast, batch_size=64
     Prompts share a right-padded buffer; row b reads its logits at its own last position."""
     out, limit, tail = [], model.config.block_size, pad_tail(model)
     for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s:s + batch_size]
+        chunk = prompts[s : s + batch_size]
         lens = torch.tensor([len(p) for p in chunk])
-        buf = torch.full((len(chunk), min(int(lens.max()) + max_new + tail, limit)), tok.eot, dtype=torch.long)
+        buf = torch.full(
+            (len(chunk), min(int(lens.max()) + max_new + tail, limit)), tok.eot, dtype=torch.long
+        )
         for b, p in enumerate(chunk):
-            buf[b, :len(p)] = torch.tensor(p)
-        buf, pos, rows = buf.to(device), lens.clone().to(device), torch.arange(len(chunk), device=device)
+            buf[b, : len(p)] = torch.tensor(p)
+        buf, pos, rows = (
+            buf.to(device),
+            lens.clone().to(device),
+            torch.arange(len(chunk), device=device),
+        )
         done = pos >= buf.size(1)
         for _ in range(max_new):
             with autocast:
-                logits = model(buf[:, :min(int(pos.max()) + tail, buf.size(1))])[0]
-            logits = logits[rows, pos - 1, :tok.n_vocab]  # each row's last position (B, n_vocab)
+                logits = model(buf[:, : min(int(pos.max()) + tail, buf.size(1))])[0]
+            logits = logits[rows, pos - 1, : tok.n_vocab]  # each row's last position (B, n_vocab)
             nxt = torch.where(done, tok.eot, logits.argmax(-1))
             buf[rows[~done], pos[~done]] = nxt[~done]
             done = done | (nxt == tok.eot) | (pos + 1 >= buf.size(1) - tail)
@@ -326,8 +401,8 @@ def greedy_answers(model, tok, prompts, max_new, device, autocast, batch_size=64
             if done.all():
                 break
         for b in range(len(chunk)):
-            ids = buf[b, lens[b]:pos[b]].tolist()
-            out.append(tok.decode(ids[:ids.index(tok.eot)] if tok.eot in ids else ids))
+            ids = buf[b, lens[b] : pos[b]].tolist()
+            out.append(tok.decode(ids[: ids.index(tok.eot)] if tok.eot in ids else ids))
     return out
 
 
@@ -343,11 +418,14 @@ def accuracy(model, tok, test, device, autocast):
 # ----------------------------------------------------------------------------------------------------------------
 # the continual run: set up, then per task pick the buffer, before the task, train the task, after the task
 
+
 def continual(cfg, overrides, saved=None):
     """Fine-tune --init_from on --tasks in order with --method; write the run folder (see the module docstring).
     saved: the checkpoint --resume continues (train.build_config read it)."""
     if "RANK" in os.environ:
-        raise ConfigError("--mode=continual runs in one process; start it with python, not torchrun")
+        raise ConfigError(
+            "--mode=continual runs in one process; start it with python, not torchrun"
+        )
     cfg, saved, source = start_run(cfg, overrides, saved, shape_keys(cfg) + ["tokenizer"])
     release = lock_run_folder(cfg.out_dir, fresh=saved is None)  # one live run per out_dir
     run = ContinualRun(cfg, saved, source)
@@ -370,7 +448,9 @@ class ContinualRun:
 
     def __init__(self, cfg, saved, source):
         self.cfg = cfg
-        self.device, self.dtype, self.autocast = setup_device(cfg.device, cfg.dtype, fp16=False)  # no scaler here
+        self.device, self.dtype, self.autocast = setup_device(
+            cfg.device, cfg.dtype, fp16=False
+        )  # no scaler here
         torch.manual_seed(cfg.seed)
         self.tok = get_tokenizer(cfg.tokenizer)
         order = [name for name in cfg.task_order.split(",") if name] or None
@@ -378,52 +458,93 @@ class ContinualRun:
         check_task_lengths(tasks, self.tok, cfg.block_size)
         self.names = [name for name, _, _ in tasks]
         self.train_sets = [self.encode(train) for _, train, _ in tasks]
-        self.test_sets = [self.encode(test[:cfg.eval_records or None]) for _, _, test in tasks]
+        self.test_sets = [self.encode(test[: cfg.eval_records or None]) for _, _, test in tasks]
         self.check_replay_steps()
 
         self.model = GPT(model_config(cfg, self.tok.n_vocab)).to(self.device)
         self.model.load_weights((saved or source)["model"], cfg.out_dir if saved else cfg.init_from)
         self.layer_budget, self.head_budget, self.query_budget = selection_budgets(self.model, cfg)
         source_cfg = saved["source_config"] if saved else source["config"]
-        self.general = load_split(prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]),
-                                  "val")
+        self.general = load_split(
+            prepare(source_cfg["dataset"], source_cfg["tokenizer"], source_cfg["data_dir"]), "val"
+        )
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.replay_gen = torch.Generator().manual_seed(cfg.seed + 1)
         if saved is None:
-            self.state = {"task": 0, "R": [], "buffers": [], "heads": [], "importance": [], "seconds": 0.0,
-                          "seconds_train": [], "seconds_eval": 0.0, "general_before": self.general_loss(),
-                          "source_config": source_cfg}
+            self.state = {
+                "task": 0,
+                "R": [],
+                "buffers": [],
+                "heads": [],
+                "importance": [],
+                "seconds": 0.0,
+                "seconds_train": [],
+                "seconds_eval": 0.0,
+                "general_before": self.general_loss(),
+                "source_config": source_cfg,
+            }
         else:
-            self.state = {k: v for k, v in saved.items() if k not in ("model", "model_config", "config")}
+            self.state = {
+                k: v for k, v in saved.items() if k not in ("model", "model_config", "config")
+            }
             restore_rng(saved["rng"], self.device, batch=self.batch_gen, replay=self.replay_gen)
         L, H = map_heads(self.model)
-        self.importance = self.state["importance"][-1].clone() if self.state["importance"] else torch.zeros(L, H)
-        open_run_folder(cfg.out_dir, cfg, keep=lambda row: row["task"] < self.state["task"])  # redo a cut task
+        self.importance = (
+            self.state["importance"][-1].clone() if self.state["importance"] else torch.zeros(L, H)
+        )
+        open_run_folder(
+            cfg.out_dir, cfg, keep=lambda row: row["task"] < self.state["task"]
+        )  # redo a cut task
         print(self.header())
-        self.first_task, self.t_run = self.state["task"], time.time()  # this session's start, for the ETA
+        self.first_task, self.t_run = (
+            self.state["task"],
+            time.time(),
+        )  # this session's start, for the ETA
 
     def encode(self, records):
-        return [dict(zip(("prompt", "answer"), encode_record(self.tok, r)), text=r["answer"]) for r in records]
+        return [
+            dict(zip(("prompt", "answer"), encode_record(self.tok, r)), text=r["answer"])
+            for r in records
+        ]
 
     def header(self):
         cfg = self.cfg
-        return (f"continual: {cfg.method}" + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "") +
-                f" | {self.model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {self.device} "
-                f"{self.dtype} | "
-                f"tasks {', '.join(self.names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr "
-                f"{cfg.lr:g}" + (f" | selection budgets {self.layer_budget} layers, {self.head_budget} heads, "
-                                 f"{self.query_budget or 'all'} query rows" if cfg.method == "seekr" else "")
-                + (f" | resuming at task {self.state['task'] + 1}" if self.state["task"] else ""))
+        return (
+            f"continual: {cfg.method}"
+            + (f" {cfg.replay:g} replay" if cfg.method in BUFFERED else "")
+            + f" | {self.model.num_params() / 1e6:.2f}M parameters from {cfg.init_from} | {self.device} "
+            f"{self.dtype} | "
+            f"tasks {', '.join(self.names)} | {cfg.iters_per_task} steps each, batch {cfg.batch_size}, lr "
+            f"{cfg.lr:g}"
+            + (
+                f" | selection budgets {self.layer_budget} layers, {self.head_budget} heads, "
+                f"{self.query_budget or 'all'} query rows"
+                if cfg.method == "seekr"
+                else ""
+            )
+            + (f" | resuming at task {self.state['task'] + 1}" if self.state["task"] else "")
+        )
 
     def general_loss(self):
         self.model.eval()
-        loss = eval_loss(self.model, self.general, self.cfg.block_size, 16, GENERAL_TOKENS, self.device,
-                         self.autocast)[0]
+        loss = eval_loss(
+            self.model,
+            self.general,
+            self.cfg.block_size,
+            16,
+            GENERAL_TOKENS,
+            self.device,
+            self.autocast,
+        )[0]
         self.model.train()
         return loss
 
     def buffer_size(self, t):
-        return max(1, round(self.cfg.replay * len(self.train_sets[t]))) if self.cfg.method in BUFFERED else 0
+        return (
+            max(1, round(self.cfg.replay * len(self.train_sets[t])))
+            if self.cfg.method in BUFFERED
+            else 0
+        )
 
     def replay_cycle(self, t, n_pool):
         """der, seekr: new-task micro-batches per replay micro-batch on task t with n_pool buffered records (0:
@@ -443,10 +564,12 @@ class ContinualRun:
         for t in range(1, len(self.names)):
             cycle = self.replay_cycle(t, sum(self.buffer_size(j) for j in range(t)))
             if cycle > n:
-                raise ConfigError(f"--method={cfg.method} would take no replay step on task {t + 1} "
-                                  f"({self.names[t]}): its replay cycle is {cycle} micro-batches, more than the {n} of "
-                                  f"a task (--iters_per_task={cfg.iters_per_task} x --grad_accum={cfg.grad_accum}); "
-                                  f"pass --replay_cycle={n} or smaller, or more --iters_per_task")
+                raise ConfigError(
+                    f"--method={cfg.method} would take no replay step on task {t + 1} "
+                    f"({self.names[t]}): its replay cycle is {cycle} micro-batches, more than the {n} of "
+                    f"a task (--iters_per_task={cfg.iters_per_task} x --grad_accum={cfg.grad_accum}); "
+                    f"pass --replay_cycle={n} or smaller, or more --iters_per_task"
+                )
 
     def pick_buffer(self, t):
         """Task t's buffer R_t: a seeded random r-fraction of its train set (at least one record)."""
@@ -454,7 +577,9 @@ class ContinualRun:
             return []
         train = self.train_sets[t]
         k = self.buffer_size(t)
-        picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * t))[:k]
+        picked = torch.randperm(
+            len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * t)
+        )[:k]
         return [dict(train[i], task=t) for i in sorted(picked.tolist())]
 
     def before_task(self, t, buffer):
@@ -462,10 +587,18 @@ class ContinualRun:
         if self.cfg.method != "seekr":
             return []
         self.model.eval()
-        rows_gen, q, before = torch.Generator().manual_seed(self.cfg.seed + 7919 * t + 1), self.query_budget, []
+        rows_gen, q, before = (
+            torch.Generator().manual_seed(self.cfg.seed + 7919 * t + 1),
+            self.query_budget,
+            [],
+        )
         for r in buffer:
             n = input_length(r)
-            r["rows"] = torch.randperm(n, generator=rows_gen)[:q].sort().values if 0 < q < n else torch.arange(n)
+            r["rows"] = (
+                torch.randperm(n, generator=rows_gen)[:q].sort().values
+                if 0 < q < n
+                else torch.arange(n)
+            )
             before.append(all_maps(self.model, r, self.tok.eot, self.device))
         self.model.train()
         return before
@@ -476,16 +609,23 @@ class ContinualRun:
         earlier buffers joins the step it falls in, as the official code's DeepSpeed gradient accumulation does:
         every micro-batch's loss is divided by the step's micro-batch count, and one clip covers them all."""
         cfg, model = self.cfg, self.model
-        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
-                                               self.device.split(":")[0])  # fresh per task
-        teacher = copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None  # LwF: M_{t-1}
+        optimizer = model.configure_optimizers(
+            cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), self.device.split(":")[0]
+        )  # fresh per task
+        teacher = (
+            copy.deepcopy(model).eval() if cfg.method == "lwf" and t > 0 else None
+        )  # LwF: M_{t-1}
         pool = [r for buffer in self.state["buffers"] for r in buffer]
-        data = self.train_sets[t] + pool if cfg.method == "replay" else self.train_sets[t]  # official ConcatDataset
+        data = (
+            self.train_sets[t] + pool if cfg.method == "replay" else self.train_sets[t]
+        )  # official ConcatDataset
         cycle, n_replay, warned = self.replay_cycle(t, len(pool)), 0, False
         last_replay, t_last, n_timed = {}, time.time(), 0
         for step in range(cfg.iters_per_task):
             first = step * cfg.grad_accum  # new-task micro-batches of this task before this step
-            due = sum(1 for j in range(first, first + cfg.grad_accum) if cycle and (j + 1) % cycle == 0)
+            due = sum(
+                1 for j in range(first, first + cfg.grad_accum) if cycle and (j + 1) % cycle == 0
+            )
             n_micro, row, readout = cfg.grad_accum + due, {"task": t, "iter": step}, None
             for _ in range(cfg.grad_accum):
                 loss, values = self.new_task_loss(data, teacher)
@@ -493,22 +633,39 @@ class ContinualRun:
                 for k, v in values.items():
                     row[k] = row.get(k, 0.0) + v / cfg.grad_accum
             for _ in range(due):
-                order = torch.randperm(len(pool), generator=self.replay_gen)[:cfg.batch_size].tolist()
+                order = torch.randperm(len(pool), generator=self.replay_gen)[
+                    : cfg.batch_size
+                ].tolist()
                 batch = [pool[i] for i in order]
-                terms, values = replay_loss(model, batch, cfg.method, self.state["heads"], cfg.alpha, cfg.beta,
-                                            self.tok.eot, self.device, self.autocast)
+                terms, values = replay_loss(
+                    model,
+                    batch,
+                    cfg.method,
+                    self.state["heads"],
+                    cfg.alpha,
+                    cfg.beta,
+                    self.tok.eot,
+                    self.device,
+                    self.autocast,
+                )
                 n_replay += 1
                 if cfg.balance_interval and n_replay % cfg.balance_interval == 0:
                     readout = part_gradients(model, terms, n_micro)
                 (sum(terms.values()) / n_micro).backward()
-                last_replay = {"replay_" + k: v for k, v in values.items()}  # logged with the next progress line
+                last_replay = {
+                    "replay_" + k: v for k, v in values.items()
+                }  # logged with the next progress line
             if readout is not None:
                 row.update(balance_readout(model, readout))
                 warned = warned or self.warn_balance(t, step, row)
             self.optimizer_step(optimizer)
             row.update(last_replay)
             n_timed += 1
-            if step % cfg.log_interval == 0 or step == cfg.iters_per_task - 1 or readout is not None:
+            if (
+                step % cfg.log_interval == 0
+                or step == cfg.iters_per_task - 1
+                or readout is not None
+            ):
                 self.progress(t, step, row, (time.time() - t_last) / n_timed)
                 t_last, n_timed = time.time(), 0
 
@@ -540,10 +697,16 @@ class ContinualRun:
         part = dominant_part(row)
         if part is not None:
             words = {"lm": "(1 − α)·LM", "ld": "α·LD", "ad": "β·AD"}
-            others = ", ".join(f"{words[k]} {row['grad_' + k]:.3g}" for k in words if k != part and "grad_" + k in row)
-            print(f"warning: task {t + 1} step {step}: the replay gradient is almost all {words[part]} "
-                  f"({row['grad_' + part]:.3g} against {others}; {100 * row['share_' + part]:.0f}% of the update); "
-                  f"to balance it, scale --{'beta' if part == 'ad' else 'alpha'}")
+            others = ", ".join(
+                f"{words[k]} {row['grad_' + k]:.3g}"
+                for k in words
+                if k != part and "grad_" + k in row
+            )
+            print(
+                f"warning: task {t + 1} step {step}: the replay gradient is almost all {words[part]} "
+                f"({row['grad_' + part]:.3g} against {others}; {100 * row['share_' + part]:.0f}% of the update); "
+                f"to balance it, scale --{'beta' if part == 'ad' else 'alpha'}"
+            )
         return part is not None
 
     def progress(self, t, step, row, dt):
@@ -552,10 +715,14 @@ class ContinualRun:
         done, total = t * cfg.iters_per_task + step + 1, len(self.names) * cfg.iters_per_task
         eta = eta_text(time.time() - self.t_run, done - first * cfg.iters_per_task, total - done)
         append_log(cfg.out_dir, {**row, "ms": 1000 * dt})
-        print(f"task {t + 1}/{len(self.names)} {self.names[t]} | iter {step}/{cfg.iters_per_task} | "
-              f"loss {row['loss']:.4f}"
-              + "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss"))
-              + f" | {1000 * dt:.0f} ms | {eta}")
+        print(
+            f"task {t + 1}/{len(self.names)} {self.names[t]} | iter {step}/{cfg.iters_per_task} | "
+            f"loss {row['loss']:.4f}"
+            + "".join(
+                f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss")
+            )
+            + f" | {1000 * dt:.0f} ms | {eta}"
+        )
 
     def after_task(self, t, buffer, before):
         """On M_t: the buffer's stored logits z_t (der, seekr); seekr: S and F on the buffer, I += S ⊙ F, the
@@ -566,13 +733,17 @@ class ContinualRun:
             if cfg.method in ("der", "seekr"):
                 x, y = record_batch(model, [r], self.tok.eot, self.device)
                 with torch.no_grad(), self.autocast:
-                    r["logp"] = F.log_softmax(model(x)[0][y != -1].float(), dim=-1).cpu()  # z_t, stored DER-style
+                    r["logp"] = F.log_softmax(
+                        model(x)[0][y != -1].float(), dim=-1
+                    ).cpu()  # z_t, stored DER-style
         if cfg.method == "seekr":
             sens, forget, after = score_heads(model, buffer, before, self.tok.eot, self.device)
             self.importance = self.importance + sens * forget  # I += S ⊙ F
             chosen = select_heads(self.importance, self.layer_budget, self.head_budget)
             for r, maps in zip(buffer, after):
-                r["maps"] = torch.stack([maps[l, h][r["rows"]] for l, h in chosen])  # (heads, q, n) teacher maps
+                r["maps"] = torch.stack(
+                    [maps[l, h][r["rows"]] for l, h in chosen]
+                )  # (heads, q, n) teacher maps
             self.state["heads"].append(chosen)
             self.state["importance"].append(self.importance.clone())
             print(f"task {t + 1} heads (layer, head): {chosen}")
@@ -582,35 +753,65 @@ class ContinualRun:
     def evaluate_tasks(self, t, seconds_train):
         """R[t][i] for every task i, then the checkpoint (the next task starts from it on --resume)."""
         state, t_eval = self.state, time.time()
-        state["R"].append([accuracy(self.model, self.tok, test, self.device, self.autocast) for test in self.test_sets])
+        state["R"].append(
+            [
+                accuracy(self.model, self.tok, test, self.device, self.autocast)
+                for test in self.test_sets
+            ]
+        )
         state["seconds_eval"] += time.time() - t_eval
         state["seconds"] += seconds_train + time.time() - t_eval
         state["seconds_train"].append(seconds_train)
-        print(f"after task {t + 1} ({self.names[t]}): accuracy " +
-              " ".join(f"{n} {a:.3f}" for n, a in zip(self.names, state["R"][-1])) + f" | {seconds_train:.0f} s training")
+        print(
+            f"after task {t + 1} ({self.names[t]}): accuracy "
+            + " ".join(f"{n} {a:.3f}" for n, a in zip(self.names, state["R"][-1]))
+            + f" | {seconds_train:.0f} s training"
+        )
         state["task"] = t + 1
         state["rng"] = rng_state(self.device, batch=self.batch_gen, replay=self.replay_gen)
-        save_atomic({**state, "model": self.model.state_dict(), "model_config": dataclasses.asdict(self.model.config),
-                     "config": dataclasses.asdict(self.cfg)}, Path(self.cfg.out_dir) / "ckpt.pt")
+        save_atomic(
+            {
+                **state,
+                "model": self.model.state_dict(),
+                "model_config": dataclasses.asdict(self.model.config),
+                "config": dataclasses.asdict(self.cfg),
+            },
+            Path(self.cfg.out_dir) / "ckpt.pt",
+        )
 
     def results(self):
         """results.json (OP, BWT, R, general loss before and after, heads, timings) and its figures."""
         cfg, state, out = self.cfg, self.state, Path(self.cfg.out_dir)
-        res = {"method": cfg.method, "replay": cfg.replay if cfg.method in BUFFERED else 0.0, "tasks": self.names,
-               "R": state["R"], **metrics(state["R"]), "general_before": state["general_before"],
-               "general_after": self.general_loss(), "heads": state["heads"],
-               "importance": [i.tolist() for i in state["importance"]], "seconds": state["seconds"],
-               "seconds_train": state["seconds_train"], "seconds_eval": state["seconds_eval"],
-               "init_from": cfg.init_from, "seed": cfg.seed, "iters_per_task": cfg.iters_per_task}
+        res = {
+            "method": cfg.method,
+            "replay": cfg.replay if cfg.method in BUFFERED else 0.0,
+            "tasks": self.names,
+            "R": state["R"],
+            **metrics(state["R"]),
+            "general_before": state["general_before"],
+            "general_after": self.general_loss(),
+            "heads": state["heads"],
+            "importance": [i.tolist() for i in state["importance"]],
+            "seconds": state["seconds"],
+            "seconds_train": state["seconds_train"],
+            "seconds_eval": state["seconds_eval"],
+            "init_from": cfg.init_from,
+            "seed": cfg.seed,
+            "iters_per_task": cfg.iters_per_task,
+        }
         (out / "results.json").write_text(json.dumps(res, indent=1))
         plot_results(out)
-        print(f"OP {res['OP']:.4f} | BWT {res['BWT']:+.4f} (over T: {res['BWT_over_T']:+.4f}) | general val "
-              f"loss {res['general_before']:.4f} -> {res['general_after']:.4f} | {res['seconds']:.0f} s | "
-              f"wrote {out}/results.json, R.png, acc_over_time.png" + (", heads.png" if res["heads"] else ""))
+        print(
+            f"OP {res['OP']:.4f} | BWT {res['BWT']:+.4f} (over T: {res['BWT_over_T']:+.4f}) | general val "
+            f"loss {res['general_before']:.4f} -> {res['general_after']:.4f} | {res['seconds']:.0f} s | "
+            f"wrote {out}/results.json, R.png, acc_over_time.png"
+            + (", heads.png" if res["heads"] else "")
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # figures, redrawn from results.json
+
 
 def plot_results(run_dir):
     """R.png, acc_over_time.png and (seekr) heads.png beside results.json, redrawn from it."""
@@ -627,15 +828,25 @@ def plot_results(run_dir):
 def plot_R(plt, res, what, path):
     """R[t][i] as a grid; a task not trained yet (i > t) is grey and unnumbered: its accuracy there is zero-shot."""
     R, names = res["R"], res["tasks"]
-    shown = [[acc if i <= t else float("nan") for i, acc in enumerate(row)] for t, row in enumerate(R)]
+    shown = [
+        [acc if i <= t else float("nan") for i, acc in enumerate(row)] for t, row in enumerate(R)
+    ]
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # NaN: not trained yet
     fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(names) + 2), 0.8 * len(R) + 1.6))
     im = ax.imshow(shown, vmin=0, vmax=1, cmap=cmap)
     for t, row in enumerate(R):
-        for i, acc in enumerate(row[:t + 1]):
-            ax.text(i, t, f"{acc:.2f}", ha="center", va="center", color="w" if acc < 0.6 else "k", fontsize=8)
+        for i, acc in enumerate(row[: t + 1]):
+            ax.text(
+                i,
+                t,
+                f"{acc:.2f}",
+                ha="center",
+                va="center",
+                color="w" if acc < 0.6 else "k",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(names)), names, rotation=30)
-    ax.set_yticks(range(len(R)), [f"after {n}" for n in names[:len(R)]])
+    ax.set_yticks(range(len(R)), [f"after {n}" for n in names[: len(R)]])
     ax.set_xlabel("evaluated on task (grey: not trained yet)")
     ax.set_title(f"{what}: exact match R[t][i] | OP {res['OP']:.3f}, BWT {res['BWT']:+.3f}")
     fig.colorbar(im, ax=ax, label="exact-match accuracy")
@@ -649,19 +860,30 @@ def plot_accuracy(plt, res, what, path):
     dodged sideways and marked differently, so tasks that all sit at zero stay apart."""
     R, names = res["R"], res["tasks"]
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for i, name in enumerate(names[:len(R)]):
+    for i, name in enumerate(names[: len(R)]):
         dx = 0.06 * (i - (len(names) - 1) / 2)  # sideways dodge
         steps = [t + 1 + dx for t in range(i, len(R))]
         accs = [R[t][i] for t in range(i, len(R))]
         marker = "osD^vPX*"[i % 8]
-        line, = ax.plot(steps, accs, marker=marker, ms=5, lw=1.3, label=name)
-        ax.plot(steps[0], accs[0], marker=marker, ms=11, color=line.get_color(), mec="k", mew=1.2, ls="none")
-    ax.set_xticks(range(1, len(R) + 1), [f"{t + 1}\n{n}" for t, n in enumerate(names[:len(R)])])
+        (line,) = ax.plot(steps, accs, marker=marker, ms=5, lw=1.3, label=name)
+        ax.plot(
+            steps[0],
+            accs[0],
+            marker=marker,
+            ms=11,
+            color=line.get_color(),
+            mec="k",
+            mew=1.2,
+            ls="none",
+        )
+    ax.set_xticks(range(1, len(R) + 1), [f"{t + 1}\n{n}" for t, n in enumerate(names[: len(R)])])
     ax.set_xlabel("tasks trained so far (the last one named)")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(-0.04, 1.04)
-    ax.set_title(f"{what}: accuracy of each task from when it was trained (large marker) on; seed {res['seed']}",
-                 fontsize=10)
+    ax.set_title(
+        f"{what}: accuracy of each task from when it was trained (large marker) on; seed {res['seed']}",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="task", title_fontsize=8)
     fig.tight_layout()
@@ -673,12 +895,22 @@ def plot_heads(plt, res, what, path):
     """The importance I of every layer x head after each task, its own colour scale per panel (I accumulates), the
     selected heads boxed."""
     from matplotlib.ticker import MaxNLocator
+
     names, k = res["tasks"], len(res["heads"])
-    fig, axes = plt.subplots(1, k, figsize=(2.9 * k + 0.5, 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, k, figsize=(2.9 * k + 0.5, 3.4), squeeze=False, layout="constrained"
+    )
     for t, (ax, imp, chosen) in enumerate(zip(axes[0], res["importance"], res["heads"])):
         im = ax.imshow(imp, cmap="magma")
-        ax.scatter([h for _, h in chosen], [l for l, _ in chosen], marker="s", s=120, facecolors="none",
-                   edgecolors="cyan", linewidths=2)
+        ax.scatter(
+            [h for _, h in chosen],
+            [l for l, _ in chosen],
+            marker="s",
+            s=120,
+            facecolors="none",
+            edgecolors="cyan",
+            linewidths=2,
+        )
         ax.set_xticks(range(len(imp[0])))
         ax.set_yticks(range(len(imp)))
         ax.set_title(f"after {names[t]}", fontsize=9)
@@ -688,6 +920,8 @@ def plot_heads(plt, res, what, path):
         bar.ax.yaxis.set_major_locator(MaxNLocator(4))
         bar.formatter.set_powerlimits((0, 0))  # one power of ten above the bar, short tick labels
         bar.ax.tick_params(labelsize=7)
-    fig.suptitle(f"{what}: importance I = Σ S⊙F per layer x head, selected heads boxed", fontsize=10)
+    fig.suptitle(
+        f"{what}: importance I = Σ S⊙F per layer x head, selected heads boxed", fontsize=10
+    )
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,6 +3,7 @@
 A test that needs the GPT-2 BPE ranks carries @pytest.mark.requires_gpt2: it is skipped, with the reason, when
 data.get_tokenizer("gpt2") cannot load them (no cache at TIKTOKEN_CACHE_DIR and no network), checked once a session.
 """
+
 import functools
 import os
 import sys
@@ -16,13 +17,16 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktok
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "requires_gpt2: needs the GPT-2 BPE ranks (skipped when they cannot load)")
+    config.addinivalue_line(
+        "markers", "requires_gpt2: needs the GPT-2 BPE ranks (skipped when they cannot load)"
+    )
 
 
 @functools.cache
 def gpt2_missing():
     """None when the GPT-2 ranks load, else why not (the DataError's one line)."""
     import data
+
     try:
         data.get_tokenizer("gpt2")
     except data.DataError as e:

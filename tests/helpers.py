@@ -6,6 +6,7 @@ one_line_error         a script refused bad input as `error: ...` on one stderr 
 rotate                 RoPE by hand, pair by pair, from the RoFormer equation
 naive_attention_probs  softmax(q·k/√d + bias) head by head and row by row, from the equation
 """
+
 import math
 
 import torch
@@ -35,7 +36,10 @@ def rotate(x, base=10000.0):
     for t in range(T):
         for i in range(d // 2):
             c, s = math.cos(t * base ** (-2 * i / d)), math.sin(t * base ** (-2 * i / d))
-            out[t, i], out[t, i + d // 2] = x[t, i] * c - x[t, i + d // 2] * s, x[t, i] * s + x[t, i + d // 2] * c
+            out[t, i], out[t, i + d // 2] = (
+                x[t, i] * c - x[t, i + d // 2] * s,
+                x[t, i] * s + x[t, i + d // 2] * c,
+            )
     return out
 
 
@@ -46,12 +50,16 @@ def naive_attention_probs(x, attn, pos):
     q, k, _ = (x @ attn.c_attn.weight.T).split(C, dim=1)
     probs = torch.zeros(H, T, T)
     for h in range(H):
-        qh, kh = q[:, h * d:(h + 1) * d], k[:, h * d:(h + 1) * d]
+        qh, kh = q[:, h * d : (h + 1) * d], k[:, h * d : (h + 1) * d]
         if pos == "rope":
             qh, kh = rotate(qh), rotate(kh)
         m = 2 ** (-8 * (h + 1) / H)  # ALiBi slope for H a power of two
         for i in range(T):
-            scores = torch.stack([qh[i] @ kh[j] / math.sqrt(d) - (m * (i - j) if pos == "alibi" else 0)
-                                  for j in range(i + 1)])
-            probs[h, i, :i + 1] = torch.softmax(scores, dim=0)
+            scores = torch.stack(
+                [
+                    qh[i] @ kh[j] / math.sqrt(d) - (m * (i - j) if pos == "alibi" else 0)
+                    for j in range(i + 1)
+                ]
+            )
+            probs[h, i, : i + 1] = torch.softmax(scores, dim=0)
     return probs

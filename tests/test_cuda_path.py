@@ -1,13 +1,14 @@
 """The CUDA path, as far as a CPU can check it: torch.compile + bf16 on every attention type, the dtype rule, DDP
 ranks building only their slice of the batch, bench.py's JSON and the GPU check; CUDA-only tests skip without it."""
+
 import json
 
 import pytest
 import torch
+from helpers import tiny
 
 import bench
 from data import get_batch
-from helpers import tiny
 from model import GPT
 from plumbing import pick_dtype
 
@@ -31,15 +32,25 @@ def test_compile_and_bf16_on_cpu_match_eager(attention):
         compiled = torch.compile(model)(x, y)[1].float()
     compiled.backward()
     assert compiled.item() == pytest.approx(eager.item(), rel=2e-2)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+        if p.requires_grad
+    )
     torch._dynamo.reset()
 
 
 def test_dtype_auto_per_device():
     assert pick_dtype("auto", "cpu") == "float32" and pick_dtype("auto", "mps") == "float32"
-    assert pick_dtype("auto", "cuda", (9, 0)) == pick_dtype("auto", "cuda", (8, 0)) == "bfloat16"  # H100, A100
-    assert pick_dtype("auto", "cuda", (7, 5)) == pick_dtype("auto", "cuda", (7, 0)) == "float16"  # T4, V100
-    assert pick_dtype("auto", "cuda", (7, 5), fp16=False) == "float32"  # seekr.py has no gradient scaler
+    assert (
+        pick_dtype("auto", "cuda", (9, 0)) == pick_dtype("auto", "cuda", (8, 0)) == "bfloat16"
+    )  # H100, A100
+    assert (
+        pick_dtype("auto", "cuda", (7, 5)) == pick_dtype("auto", "cuda", (7, 0)) == "float16"
+    )  # T4, V100
+    assert (
+        pick_dtype("auto", "cuda", (7, 5), fp16=False) == "float32"
+    )  # seekr.py has no gradient scaler
     assert pick_dtype("bfloat16", "cuda", (7, 5)) == "bfloat16"  # an explicit choice is kept
 
 
@@ -54,18 +65,39 @@ def test_ddp_ranks_build_only_their_slice_of_the_one_process_batch():
         g = torch.Generator().manual_seed(3)
         parts.append(get_batch(tokens, 8, 16, g, slice(rank * per_rank, (rank + 1) * per_rank)))
         assert torch.equal(g.get_state(), after)  # every rank's generator stays in step
-    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0]) and torch.equal(torch.cat([p[1] for p in parts]),
-                                                                               whole[1])
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0]) and torch.equal(
+        torch.cat([p[1] for p in parts]), whole[1]
+    )
 
 
 def test_bench_json_has_one_object_per_attention_type(capsys):
-    bench.main(["--json", "--steps=1", "--warmup=0", "--n_layer=1", "--n_embd=32", "--n_head=4", "--block_size=32",
-                "--batch_size=2", "--device=cpu"])
+    bench.main(
+        [
+            "--json",
+            "--steps=1",
+            "--warmup=0",
+            "--n_layer=1",
+            "--n_embd=32",
+            "--n_head=4",
+            "--block_size=32",
+            "--batch_size=2",
+            "--device=cpu",
+        ]
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["attention"] for r in rows] == ATTENTIONS
     for r in rows:
-        assert {"attention", "flops_per_token", "ms_per_step", "tokens_per_sec", "mfu", "peak_mem_gb"} <= set(r)
-        assert r["flops_per_token"] > 0 and r["tokens_per_sec"] == pytest.approx(2 * 32 / (r["ms_per_step"] / 1000))
+        assert {
+            "attention",
+            "flops_per_token",
+            "ms_per_step",
+            "tokens_per_sec",
+            "mfu",
+            "peak_mem_gb",
+        } <= set(r)
+        assert r["flops_per_token"] > 0 and r["tokens_per_sec"] == pytest.approx(
+            2 * 32 / (r["ms_per_step"] / 1000)
+        )
     assert rows[0]["vs_standard"] == 1.0
 
 
@@ -91,6 +123,7 @@ def test_cuda_matches_cpu(attention):
 def test_counted_flops_match_the_hand_count():
     """standard: 6N + 12·L·C·T (nanoGPT's formula); diff adds what its path computes; DAPE adds its convs."""
     from model import GPTConfig
+
     L, C, H, T = 2, 64, 4, 32
     shape = dict(vocab_size=128, block_size=T, n_layer=L, n_head=H, n_embd=C)
     std, diff, dape = (GPT(GPTConfig(**shape, attention=a)) for a in ATTENTIONS)
@@ -98,8 +131,12 @@ def test_counted_flops_match_the_hand_count():
     assert std.flops_per_token() == pytest.approx(formula, rel=5e-3)
     # V in halves (no bias): the second value product (6·L·C·T) and QKᵀ once more per half (6·L·C·T)
     assert diff.flops_per_token() - std.flops_per_token() == pytest.approx(12 * L * C * T, rel=2e-2)
-    std_b, diff_b = (GPT(GPTConfig(**shape, attention=a, pos="alibi")) for a in ("standard", "diff"))
-    assert diff_b.flops_per_token() - std_b.flops_per_token() == pytest.approx(6 * L * C * T, rel=2e-2)  # shared V
+    std_b, diff_b = (
+        GPT(GPTConfig(**shape, attention=a, pos="alibi")) for a in ("standard", "diff")
+    )
+    assert diff_b.flops_per_token() - std_b.flops_per_token() == pytest.approx(
+        6 * L * C * T, rel=2e-2
+    )  # shared V
     assert dape.flops_per_token() > std.flops_per_token()
     assert std.flops_per_token(2 * T) > std.flops_per_token()  # attention grows with T
     peak = 100e12
@@ -119,7 +156,11 @@ def test_diff_with_v_in_halves_equals_the_shared_v_path_and_the_maps(pos):
         loss = model(x, y)[1]
         results.append((loss.item(), torch.autograd.grad(loss, list(model.parameters()))))
     _, explicit, _ = model.attention_maps(x, {0: [0]}, y)  # the explicit path: maps materialised
-    assert results[0][0] == pytest.approx(results[1][0], abs=1e-6) == pytest.approx(explicit.item(), abs=1e-6)
+    assert (
+        results[0][0]
+        == pytest.approx(results[1][0], abs=1e-6)
+        == pytest.approx(explicit.item(), abs=1e-6)
+    )
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[0][1], results[1][1]))
 
 
@@ -137,7 +178,9 @@ def test_dape_training_in_query_chunks_equals_the_full_grid(chunk):
     assert out[0][0].item() == pytest.approx(out[1][0].item(), abs=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out[0][1], out[1][1]))
     full = GPT(tiny(attention="dape")).flops_per_token()
-    assert GPT(tiny(attention="dape", dape_q_chunk=4)).flops_per_token() < full  # the upper triangle is skipped
+    assert (
+        GPT(tiny(attention="dape", dape_q_chunk=4)).flops_per_token() < full
+    )  # the upper triangle is skipped
 
 
 def test_dape_scores_stay_in_bf16_under_autocast():
@@ -146,7 +189,9 @@ def test_dape_scores_stay_in_bf16_under_autocast():
     x = torch.randn(2, 16, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         q, k, _ = attn.qkv(x)
-        assert attn.scores(q, k, 0, 16).dtype == torch.bfloat16  # the fp32 Kerple bias no longer promotes S'
+        assert (
+            attn.scores(q, k, 0, 16).dtype == torch.bfloat16
+        )  # the fp32 Kerple bias no longer promotes S'
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)

@@ -1,22 +1,25 @@
 """DAPE V2 and Kerple: naive references written from the equations, causality, the conv's blindness to future
 scores, chunked == unchunked, and the extrapolation sweep end to end."""
+
 import json
 import math
 from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 import torch.nn.functional as F
 
-import helpers
 from attention import KerpleLog, causal_distance
 from model import GPT, GPTConfig
 from plumbing import ConfigError
 
 BIASES = ["kerple", "alibi", "nope"]
 
-tiny = partial(helpers.tiny, attention="dape")  # helpers.tiny with dape attention, unless a test says otherwise
+tiny = partial(
+    helpers.tiny, attention="dape"
+)  # helpers.tiny with dape attention, unless a test says otherwise
 
 
 def test_kerple_bias_values():
@@ -27,7 +30,9 @@ def test_kerple_bias_values():
     bias = kerple(causal_distance(10, "cpu"))  # (3, 10, 10)
     for h, i, j in [(0, 0, 0), (0, 5, 2), (1, 9, 0), (2, 7, 6), (2, 3, 3)]:
         p, a = kerple.p[h].item(), kerple.a[h].item()
-        assert bias[h, i, j].item() == pytest.approx(-p * math.log(1 + a * (i - j)), rel=1e-6, abs=1e-7)
+        assert bias[h, i, j].item() == pytest.approx(
+            -p * math.log(1 + a * (i - j)), rel=1e-6, abs=1e-7
+        )
     assert torch.all(bias.triu(1) == 0)  # future entries: 0, left to the causal mask
     with torch.no_grad():
         kerple.p.fill_(-1.0)
@@ -55,7 +60,9 @@ def test_kerple_standard_fast_equals_explicit_and_is_causal():
     changed = idx.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 64
     assert torch.allclose(model(changed)[0][:, :10], fast[:, :10], atol=1e-6)
-    model(idx, idx)[1].backward()  # the fast path takes the bias as an SDPA mask: p and a still get gradients
+    model(idx, idx)[
+        1
+    ].backward()  # the fast path takes the bias as an SDPA mask: p and a still get gradients
     assert model.transformer.h[0].attn.kerple.p.grad.abs().sum() > 0
     assert model.transformer.h[1].attn.kerple.a.grad.abs().sum() > 0
 
@@ -65,7 +72,12 @@ def test_dape_defaults_names_and_refusals():
     assert cfg.pos == "kerple" and GPTConfig().pos == "rope"
     model = GPT(tiny())
     attn = model.transformer.h[0].attn
-    assert attn.conv1.weight.shape == (32, 8, 1, 3) and attn.conv2.weight.shape == (4, 32, 1, 3)  # 2H -> D -> H
+    assert attn.conv1.weight.shape == (32, 8, 1, 3) and attn.conv2.weight.shape == (
+        4,
+        32,
+        1,
+        3,
+    )  # 2H -> D -> H
     assert attn.conv1.bias is not None and attn.conv2.bias is not None
     assert hasattr(attn, "c_attn") and hasattr(attn, "c_proj") and hasattr(attn.kerple, "p")
     assert GPT(tiny(pos="nope")).transformer.h[0].attn.conv1.weight.shape == (32, 4, 1, 3)  # H -> D
@@ -93,10 +105,17 @@ def naive_dape_probs(x, attn, pos):
     q, k, _ = (x @ attn.c_attn.weight.T).split(C, dim=1)
     probs = torch.zeros(H, T, T)
     for i in range(T):
-        s = torch.stack([q[i, h * d:(h + 1) * d] @ k[:, h * d:(h + 1) * d].T for h in range(H)]) / math.sqrt(d)
+        s = torch.stack(
+            [q[i, h * d : (h + 1) * d] @ k[:, h * d : (h + 1) * d].T for h in range(H)]
+        ) / math.sqrt(d)
         dist = torch.tensor([float(i - j) for j in range(T)])
         if pos == "kerple":
-            b = torch.stack([-attn.kerple.p[h] * torch.log(1 + attn.kerple.a[h] * dist.clamp(min=0)) for h in range(H)])
+            b = torch.stack(
+                [
+                    -attn.kerple.p[h] * torch.log(1 + attn.kerple.a[h] * dist.clamp(min=0))
+                    for h in range(H)
+                ]
+            )
         elif pos == "alibi":
             b = torch.stack([-(2 ** (-8 * (h + 1) / H)) * dist for h in range(H)])
         else:
@@ -105,7 +124,7 @@ def naive_dape_probs(x, attn, pos):
         feats = feats * (dist >= 0)  # tril: keys after i are zero
         hidden = F.leaky_relu(conv_along_keys(feats, attn.conv1.weight, attn.conv1.bias), 0.01)
         s2 = s + b + conv_along_keys(hidden, attn.conv2.weight, attn.conv2.bias)
-        probs[:, i, :i + 1] = torch.softmax(s2[:, :i + 1], dim=-1)
+        probs[:, i, : i + 1] = torch.softmax(s2[:, : i + 1], dim=-1)
     return probs
 
 
@@ -120,12 +139,17 @@ def test_dape_matches_naive_loop(pos):
             conv.bias.normal_()
     idx = torch.randint(0, 64, (1, 11))
     logits, _, maps = model.attention_maps(idx, {1: [0, 1, 2, 3]})
-    x = model.transformer.h[0](model.transformer.wte(idx))[0]  # input of layer 1 = output of block 0
+    x = model.transformer.h[0](model.transformer.wte(idx))[
+        0
+    ]  # input of layer 1 = output of block 0
     x = model.transformer.h[1].ln_1(x)
     want = naive_dape_probs(x, attn, pos)
     assert torch.allclose(maps[1][0], want, atol=1e-5)
     _, _, v = (x @ attn.c_attn.weight.T).split(32, dim=1)
-    y = torch.cat([want[h] @ v[:, h * 8:(h + 1) * 8] for h in range(4)], dim=1) @ attn.c_proj.weight.T
+    y = (
+        torch.cat([want[h] @ v[:, h * 8 : (h + 1) * 8] for h in range(4)], dim=1)
+        @ attn.c_proj.weight.T
+    )
     model.set_q_chunk(3)
     assert torch.allclose(attn(x[None])[0], y, atol=1e-5)  # the chunked forward, no maps
     assert torch.allclose(model(idx)[0], logits, atol=1e-5)
@@ -194,19 +218,36 @@ def test_extrapolate_end_to_end(tmp_path, capsys):
     repeated --ckpt, one comma-separated): table, json, png; learned positions and dape + rope refused."""
     import argparse
     import signal
+
     import eval as evaluate
     import train
-    sigint = signal.getsignal(signal.SIGINT)  # train.main takes Ctrl-C over; give it back to pytest afterwards
+
+    sigint = signal.getsignal(
+        signal.SIGINT
+    )  # train.main takes Ctrl-C over; give it back to pytest afterwards
     (tmp_path / "corpus.txt").write_text(Path(argparse.__file__).read_text())
-    common = ["--preset=tiny", f"--dataset=text:{tmp_path / 'corpus.txt'}", f"--data_dir={tmp_path / 'data'}",
-              "--max_iters=2", "--block_size=16", "--sample_tokens=0", "--eval_iters=1"]
-    for name, extra in (("dape", ["--attention=dape"]), ("rope", []), ("learned", ["--pos=learned"])):
+    common = [
+        "--preset=tiny",
+        f"--dataset=text:{tmp_path / 'corpus.txt'}",
+        f"--data_dir={tmp_path / 'data'}",
+        "--max_iters=2",
+        "--block_size=16",
+        "--sample_tokens=0",
+        "--eval_iters=1",
+    ]
+    for name, extra in (
+        ("dape", ["--attention=dape"]),
+        ("rope", []),
+        ("learned", ["--pos=learned"]),
+    ):
         train.main([*common, *extra, f"--out_dir={tmp_path / name}"])
     signal.signal(signal.SIGINT, sigint)
     assert json.loads((tmp_path / "dape" / "config.json").read_text())["pos"] == "kerple"
     capsys.readouterr()
     ev = ["--mode=extrapolate", f"--data_dir={tmp_path / 'data'}", "--windows=2", "--q_chunk=8"]
-    evaluate.main([*ev, f"--ckpt={tmp_path / 'dape'}", f"--ckpt={tmp_path / 'rope'}", "--lengths=16,32,64"])
+    evaluate.main(
+        [*ev, f"--ckpt={tmp_path / 'dape'}", f"--ckpt={tmp_path / 'rope'}", "--lengths=16,32,64"]
+    )
     out = capsys.readouterr().out
     assert "dape/kerple" in out and "standard/rope" in out
     res = json.loads((tmp_path / "dape" / "extrapolation.json").read_text())
@@ -214,6 +255,8 @@ def test_extrapolate_end_to_end(tmp_path, capsys):
     assert all(len(r["ppl"]) == 3 and all(p > 1 for p in r["ppl"]) for r in res["runs"])
     assert (tmp_path / "dape" / "extrapolation.png").stat().st_size > 0
     with pytest.raises(ConfigError, match="learned positions.*block_size=16"):
-        evaluate.main([*ev, f"--ckpt={tmp_path / 'dape'},{tmp_path / 'learned'}", "--lengths=16,32"])
+        evaluate.main(
+            [*ev, f"--ckpt={tmp_path / 'dape'},{tmp_path / 'learned'}", "--lengths=16,32"]
+        )
     with pytest.raises(ConfigError, match="--pos=kerple"):
         train.main([*common, "--attention=dape", "--pos=rope", f"--out_dir={tmp_path / 'x'}"])

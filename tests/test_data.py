@@ -1,5 +1,6 @@
 """data.py: tokenizers, prepare() on small corpora written here, shard reading, batching. No network: the GPT-2
 tests read the ranks from TIKTOKEN_CACHE_DIR (conftest.py) and are skipped when they are not there."""
+
 import json
 import math
 import os
@@ -11,8 +12,10 @@ import torch
 import data
 from data import DataError
 
-PARAGRAPH = ("The quick brown fox jumps over the lazy dog. A small model learns the shape of words before their "
-             "meaning: first the spaces, then the common endings, then whole words that come back often. ")
+PARAGRAPH = (
+    "The quick brown fox jumps over the lazy dog. A small model learns the shape of words before their "
+    "meaning: first the spaces, then the common endings, then whole words that come back often. "
+)
 
 
 def write_corpus(folder):
@@ -37,6 +40,7 @@ def split_on(ids, eot):
 
 
 # ----------------------------------------------------------------------------- tokenizers
+
 
 def test_bytes_tokenizer_round_trips_non_ascii():
     tok = data.get_tokenizer("bytes")
@@ -66,7 +70,10 @@ def test_unknown_tokenizer_names_the_choices(tmp_path):
 
 # ----------------------------------------------------------------------------- prepare on text
 
-@pytest.mark.parametrize("tokenizer", ["bytes", pytest.param("gpt2", marks=pytest.mark.requires_gpt2)])
+
+@pytest.mark.parametrize(
+    "tokenizer", ["bytes", pytest.param("gpt2", marks=pytest.mark.requires_gpt2)]
+)
 def test_prepare_text_folder(tmp_path, tokenizer):
     texts = write_corpus(tmp_path / "corpus")
     folder = data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data")
@@ -80,20 +87,29 @@ def test_prepare_text_folder(tmp_path, tokenizer):
 
     tok = data.get_tokenizer(tokenizer)
     ids = np.concatenate([train, val]).tolist()
-    assert [tok.decode(d) for d in split_on(ids, tok.eot)] == texts  # files joined by eot, nothing lost
+    assert [
+        tok.decode(d) for d in split_on(ids, tok.eot)
+    ] == texts  # files joined by eot, nothing lost
     assert meta["train_bytes"] + meta["val_bytes"] == sum(len(t.encode()) for t in texts)
     assert 0 < meta["unigram_bpb"] < 8 and math.isfinite(meta["unigram_bpb"])
 
     # a second call finds meta.json and writes nothing
     stamps = [(folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
-    assert data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data") == folder
-    assert stamps == [(folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+    assert (
+        data.prepare(f"text:{tmp_path / 'corpus'}", tokenizer, data_dir=tmp_path / "data") == folder
+    )
+    assert stamps == [
+        (folder / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")
+    ]
 
 
 def test_unigram_bpb_matches_naive_formula(tmp_path):
     (tmp_path / "t.txt").write_text(PARAGRAPH * 10)
     folder = data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
-    train, val = np.array(data.load_split(folder, "train")), np.array(data.load_split(folder, "val"))
+    train, val = (
+        np.array(data.load_split(folder, "train")),
+        np.array(data.load_split(folder, "val")),
+    )
     counts = np.bincount(train, minlength=257) + 1  # add-one smoothing over the 257 ids
     bits = -sum(math.log2(counts[t] / counts.sum()) for t in val)
     assert data.load_meta(folder)["unigram_bpb"] == pytest.approx(bits / len(val), abs=1e-4)
@@ -104,7 +120,9 @@ def test_tokenizer_mismatch_is_one_line_with_the_fix(tmp_path):
     folder = data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
     meta = data.load_meta(folder)
     (folder / "meta.json").write_text(json.dumps({**meta, "tokenizer": "gpt2"}))
-    with pytest.raises(DataError, match="prepared with tokenizer 'gpt2' but this run uses 'bytes'") as e:
+    with pytest.raises(
+        DataError, match="prepared with tokenizer 'gpt2' but this run uses 'bytes'"
+    ) as e:
         data.prepare(f"text:{tmp_path / 't.txt'}", "bytes", data_dir=tmp_path / "data")
     assert "--tokenizer=gpt2" in str(e.value) and "\n" not in str(e.value)
 
@@ -135,6 +153,7 @@ def test_unknown_dataset_names_the_choices(tmp_path):
 
 # ----------------------------------------------------------------------------- text corpora keyed by content
 
+
 def prepared_text(folder):
     """The bytes tokenizer's tokens of a prepared folder, train then val, as text."""
     tokens = np.concatenate([data.load_split(folder, "train"), data.load_split(folder, "val")])
@@ -153,7 +172,9 @@ def test_editing_a_text_file_prepares_it_again(tmp_path, capsys):
     capsys.readouterr()
 
     before = stamps(folder)
-    assert data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder  # unchanged: nothing written
+    assert (
+        data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder
+    )  # unchanged: nothing written
     assert stamps(folder) == before and capsys.readouterr().out == ""
 
     edited = PARAGRAPH * 4 + "An edited last line.\n"
@@ -164,7 +185,11 @@ def test_editing_a_text_file_prepares_it_again(tmp_path, capsys):
     assert out[-1].startswith(f"prepared {folder}: ")
     assert prepared_text(folder) == edited  # the new text's tokens, not the old ones
     assert data.load_meta(folder)["source_key"] != key
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "train.bin", "val.bin"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json",
+        "train.bin",
+        "val.bin",
+    ]  # no temp files left
 
 
 def test_a_same_size_edit_is_seen_by_its_mtime(tmp_path, capsys):
@@ -177,7 +202,9 @@ def test_a_same_size_edit_is_seen_by_its_mtime(tmp_path, capsys):
     data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
     assert "changed since" in capsys.readouterr().out and prepared_text(folder) == "b" * 500
     before = stamps(folder)
-    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")  # the new key is recorded: nothing to do
+    data.prepare(
+        f"text:{path}", "bytes", data_dir=tmp_path / "data"
+    )  # the new key is recorded: nothing to do
     assert stamps(folder) == before and capsys.readouterr().out == ""
 
 
@@ -186,7 +213,9 @@ def test_a_folder_is_keyed_by_the_files_it_reads(tmp_path, capsys):
     dataset = f"text:{tmp_path / 'corpus'}"
     folder = data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
     before = stamps(folder)
-    (tmp_path / "corpus" / ".hidden").write_text("edited, but hidden files are not part of the corpus")
+    (tmp_path / "corpus" / ".hidden").write_text(
+        "edited, but hidden files are not part of the corpus"
+    )
     (tmp_path / "corpus" / ".git").mkdir()
     (tmp_path / "corpus" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     capsys.readouterr()
@@ -196,7 +225,9 @@ def test_a_folder_is_keyed_by_the_files_it_reads(tmp_path, capsys):
     (tmp_path / "corpus" / "sub" / "d.txt").write_text("A fourth file.")  # sorted after sub/c.txt
     data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
     assert capsys.readouterr().out.startswith(f"{dataset} changed since {folder} was prepared")
-    assert prepared_text(folder) == "".join(texts) + "A fourth file."  # decode drops the eot between files
+    assert (
+        prepared_text(folder) == "".join(texts) + "A fourth file."
+    )  # decode drops the eot between files
 
 
 def test_a_folder_prepared_without_a_key_is_prepared_again_once(tmp_path, capsys):
@@ -210,7 +241,8 @@ def test_a_folder_prepared_without_a_key_is_prepared_again_once(tmp_path, capsys
     data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{folder} was prepared before content keys were recorded, so text:{path} may have changed since; "
-        "preparing it again")
+        "preparing it again"
+    )
     assert data.load_meta(folder)["source_key"] == data.source_key(f"text:{path}")
     before = stamps(folder)
     data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
@@ -224,7 +256,9 @@ def test_a_failed_prepare_again_leaves_no_finished_folder(tmp_path):
     path.write_text("x")  # one token: the train split is empty
     with pytest.raises(DataError, match="train split is empty"):
         data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
-    assert not (folder / "meta.json").exists()  # the old meta.json no longer vouches for the .bin files
+    assert not (
+        folder / "meta.json"
+    ).exists()  # the old meta.json no longer vouches for the .bin files
 
 
 def test_a_text_source_that_is_gone_keeps_its_prepared_folder(tmp_path, capsys):
@@ -240,24 +274,36 @@ def test_a_text_source_that_is_gone_keeps_its_prepared_folder(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- bytes that are not UTF-8
 
+
 def test_bytes_that_are_not_utf8_are_counted_in_one_warning(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "a.txt").write_bytes(PARAGRAPH.encode() + b"caf\xe9 \xff\xfe " + "東".encode()[:2] + b" end")
-    (corpus / "b.txt").write_bytes((PARAGRAPH + "valid: café 東京 \ufffd").encode())  # a real U+FFFD is valid
+    (corpus / "a.txt").write_bytes(
+        PARAGRAPH.encode() + b"caf\xe9 \xff\xfe " + "東".encode()[:2] + b" end"
+    )
+    (corpus / "b.txt").write_bytes(
+        (PARAGRAPH + "valid: café 東京 \ufffd").encode()
+    )  # a real U+FFFD is valid
     (corpus / "c.txt").write_bytes(PARAGRAPH.encode() + b"\x80\x80\x80")
     # by hand: a.txt \xe9, \xff, \xfe and the two bytes of a cut-off 東 (5); c.txt three continuation bytes (3)
     folder = data.prepare(f"text:{corpus}", "bytes", data_dir=tmp_path / "data")
     warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
-    assert warnings == [f"warning: text:{corpus} has 8 bytes that are not UTF-8 (in 2 files); "
-                        "they were read as U+FFFD"]
-    expected = [(corpus / f).read_bytes().decode("utf-8", errors="replace") for f in ("a.txt", "b.txt", "c.txt")]
+    assert warnings == [
+        f"warning: text:{corpus} has 8 bytes that are not UTF-8 (in 2 files); "
+        "they were read as U+FFFD"
+    ]
+    expected = [
+        (corpus / f).read_bytes().decode("utf-8", errors="replace")
+        for f in ("a.txt", "b.txt", "c.txt")
+    ]
     assert prepared_text(folder) == "".join(expected)
 
     (tmp_path / "one.txt").write_bytes(PARAGRAPH.encode() * 3 + b"\xc3")
     data.prepare(f"text:{tmp_path / 'one.txt'}", "bytes", data_dir=tmp_path / "data")
-    assert f"warning: text:{tmp_path / 'one.txt'} has 1 byte that is not UTF-8 (in 1 file); they were read as " \
-           "U+FFFD" in capsys.readouterr().out.splitlines()
+    assert (
+        f"warning: text:{tmp_path / 'one.txt'} has 1 byte that is not UTF-8 (in 1 file); they were read as "
+        "U+FFFD" in capsys.readouterr().out.splitlines()
+    )
 
 
 def test_utf8_text_gives_no_warning(tmp_path, capsys):
@@ -267,6 +313,7 @@ def test_utf8_text_gives_no_warning(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- fineweb shards
+
 
 def write_shard(path, tokens, magic=20240520, version=1, count=None):
     header = np.zeros(256, dtype="<i4")
@@ -284,7 +331,12 @@ def test_read_fineweb_shard_round_trips_and_rejects_bad_files(tmp_path):
     write_shard(tmp_path / "version.bin", tokens, version=2)
     write_shard(tmp_path / "short.bin", tokens, count=len(tokens) + 10)  # a truncated download
     (tmp_path / "tiny.bin").write_bytes(b"\0" * 100)
-    for name, what in [("magic", "magic"), ("version", "version"), ("short", "bytes"), ("tiny", "header")]:
+    for name, what in [
+        ("magic", "magic"),
+        ("version", "version"),
+        ("short", "bytes"),
+        ("tiny", "header"),
+    ]:
         with pytest.raises(DataError, match=what) as e:
             data.read_fineweb_shard(tmp_path / f"{name}.bin")
         assert f"{name}.bin" in str(e.value)
@@ -294,23 +346,33 @@ def test_read_fineweb_shard_round_trips_and_rejects_bad_files(tmp_path):
 def test_prepare_fineweb_uses_shards_already_in_the_folder(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("prepare tried to download a shard that was already there")
+
     monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
     tok = data.get_tokenizer("gpt2")
     folder = tmp_path / "data" / "fineweb2-gpt2"
     folder.mkdir(parents=True)
-    shards = {name: np.array(tok.encode(PARAGRAPH * k), dtype=np.uint16)
-              for name, k in [("fineweb_val_000000.bin", 2), ("fineweb_train_000001.bin", 5),
-                              ("fineweb_train_000002.bin", 3)]}
+    shards = {
+        name: np.array(tok.encode(PARAGRAPH * k), dtype=np.uint16)
+        for name, k in [
+            ("fineweb_val_000000.bin", 2),
+            ("fineweb_train_000001.bin", 5),
+            ("fineweb_train_000002.bin", 3),
+        ]
+    }
     for name, tokens in shards.items():
         write_shard(folder / name, tokens)
 
     assert data.prepare("fineweb:2", "gpt2", data_dir=tmp_path / "data") == folder
     train, val = data.load_split(folder, "train"), data.load_split(folder, "val")
     assert np.array_equal(val, shards["fineweb_val_000000.bin"])
-    assert np.array_equal(train, np.concatenate([shards["fineweb_train_000001.bin"],
-                                                 shards["fineweb_train_000002.bin"]]))
+    assert np.array_equal(
+        train,
+        np.concatenate([shards["fineweb_train_000001.bin"], shards["fineweb_train_000002.bin"]]),
+    )
     meta = data.load_meta(folder)
-    assert meta["val_bytes"] == len((PARAGRAPH * 2).encode()) and meta["train_bytes"] == len((PARAGRAPH * 8).encode())
+    assert meta["val_bytes"] == len((PARAGRAPH * 2).encode()) and meta["train_bytes"] == len(
+        (PARAGRAPH * 8).encode()
+    )
     assert meta["n_vocab"] == 50257 and 0 < meta["unigram_bpb"] < 8
     assert "source_key" not in meta  # fixed downloads are not keyed by content
 
@@ -318,6 +380,7 @@ def test_prepare_fineweb_uses_shards_already_in_the_folder(tmp_path, monkeypatch
 def offline(monkeypatch):
     def refuse(*args, **kwargs):
         raise data.urllib.error.URLError("offline")
+
     monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
 
 
@@ -333,10 +396,13 @@ def test_shakespeare_download_without_network_fails_in_one_line(tmp_path, monkey
     offline(monkeypatch)
     with pytest.raises(DataError, match="tiny Shakespeare.*--dataset=text:PATH"):
         data.prepare("shakespeare", "bytes", data_dir=tmp_path / "data")
-    assert not list((tmp_path / "data").rglob("*.bin")) and not list((tmp_path / "data").rglob("*.txt"))
+    assert not list((tmp_path / "data").rglob("*.bin")) and not list(
+        (tmp_path / "data").rglob("*.txt")
+    )
 
 
 # ----------------------------------------------------------------------------- stdlib selection
+
 
 def test_stdlib_files_skip_tests_and_split_stably():
     files = data.stdlib_files()
@@ -350,11 +416,14 @@ def test_stdlib_files_skip_tests_and_split_stably():
 
 # ----------------------------------------------------------------------------- batching
 
+
 def test_get_batch_shapes_shift_and_determinism():
     tokens = np.arange(1000, dtype=np.uint16)
     x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)  # arange: next token = this one + 1
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(
+        y, x + 1
+    )  # arange: next token = this one + 1
     x2, y2 = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert torch.equal(x, x2) and torch.equal(y, y2)
 

@@ -1,19 +1,22 @@
 """Differential attention (arXiv 2410.05258 §2.1) against a naive per-head loop written here from the equations;
 λ and λinit per layer; causality; gradients to the λ vectors; parameter count; fast path == explicit path."""
+
 import math
 from functools import partial
 
+import helpers
 import pytest
 import torch
-
-import helpers
 from helpers import rotate
+
 from model import GPT, GPTConfig
 from plumbing import ConfigError
 
 POSITIONS = ["rope", "nope", "alibi", "learned"]
 
-tiny = partial(helpers.tiny, attention="diff")  # helpers.tiny with diff attention, unless a test says otherwise
+tiny = partial(
+    helpers.tiny, attention="diff"
+)  # helpers.tiny with diff attention, unless a test says otherwise
 
 
 @torch.no_grad()
@@ -25,39 +28,61 @@ def naive_diff_attention(x, attn, layer_idx, pos):
     d = C // (2 * h)  # Q/K sub-head size = the baseline's head size
     q, k, v = (x @ attn.c_attn.weight.T).split(C, dim=1)
     lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
-    lam = (math.exp(attn.lambda_q1 @ attn.lambda_k1) - math.exp(attn.lambda_q2 @ attn.lambda_k2)
-           + lambda_init)  # λ = exp(λq1·λk1) − exp(λq2·λk2) + λinit
+    lam = (
+        math.exp(attn.lambda_q1 @ attn.lambda_k1)
+        - math.exp(attn.lambda_q2 @ attn.lambda_k2)
+        + lambda_init
+    )  # λ = exp(λq1·λk1) − exp(λq2·λk2) + λinit
     heads, maps = [], []
     for i in range(h):
-        sub = lambda m, s: m[:, s * d:(s + 1) * d]
-        pairs = [(sub(q, 2 * i), sub(k, 2 * i)), (sub(q, 2 * i + 1), sub(k, 2 * i + 1))]  # (Q1, K1), (Q2, K2)
+        sub = lambda m, s: m[:, s * d : (s + 1) * d]
+        pairs = [
+            (sub(q, 2 * i), sub(k, 2 * i)),
+            (sub(q, 2 * i + 1), sub(k, 2 * i + 1)),
+        ]  # (Q1, K1), (Q2, K2)
         if pos == "rope":
             pairs = [(rotate(qs), rotate(ks)) for qs, ks in pairs]
         slope = 2 ** (-8 * (i + 1) / h)  # ALiBi slope of head i (h a power of two)
         A = torch.zeros(2, T, T)
         for a, (qs, ks) in enumerate(pairs):
             for r in range(T):
-                scores = torch.stack([qs[r] @ ks[j] / math.sqrt(d) - (slope * (r - j) if pos == "alibi" else 0.0)
-                                      for j in range(r + 1)])
-                A[a, r, :r + 1] = torch.softmax(scores, dim=0)
+                scores = torch.stack(
+                    [
+                        qs[r] @ ks[j] / math.sqrt(d) - (slope * (r - j) if pos == "alibi" else 0.0)
+                        for j in range(r + 1)
+                    ]
+                )
+                A[a, r, : r + 1] = torch.softmax(scores, dim=0)
         eff = A[0] - lam * A[1]  # A1 − λ·A2
-        head = eff @ v[:, 2 * i * d:2 * (i + 1) * d]  # (T, 2d)
+        head = eff @ v[:, 2 * i * d : 2 * (i + 1) * d]  # (T, 2d)
         if isinstance(attn.subln, torch.nn.RMSNorm):  # diff_subln=False (the ablation) drops it
-            head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.subln.weight  # RMSNorm
+            head = (
+                head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.subln.weight
+            )  # RMSNorm
         heads.append(head * (1 - lambda_init))
         maps.append(eff)
     return torch.cat(heads, dim=1) @ attn.c_proj.weight.T, torch.stack(maps)
 
 
-@pytest.mark.parametrize("pos,subln", [("rope", True), ("nope", True), ("alibi", True), ("rope", False)])
+@pytest.mark.parametrize(
+    "pos,subln", [("rope", True), ("nope", True), ("alibi", True), ("rope", False)]
+)
 def test_diff_matches_naive_loop(pos, subln):
     torch.manual_seed(0)
     model = GPT(tiny(pos=pos, block_size=8, diff_subln=subln)).eval()
     attn = model.transformer.h[1].attn
     assert any("subln" in name for name, _ in model.named_parameters()) == subln
     with torch.no_grad():  # move λ well away from λinit and make the RMSNorm weight matter
-        for p in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2, *attn.subln.parameters()):
-            p.normal_(0.0, 0.5).add_(p.new_ones(()) if p is getattr(attn.subln, "weight", None) else 0.0)
+        for p in (
+            attn.lambda_q1,
+            attn.lambda_k1,
+            attn.lambda_q2,
+            attn.lambda_k2,
+            *attn.subln.parameters(),
+        ):
+            p.normal_(0.0, 0.5).add_(
+                p.new_ones(()) if p is getattr(attn.subln, "weight", None) else 0.0
+            )
         attn.c_proj.weight.normal_(0.0, 0.1)
     assert abs(attn.lam().item() - attn.lambda_init) > 0.1
     x = torch.randn(1, 8, 32)
@@ -74,12 +99,20 @@ def test_lambda_and_lambda_init_per_layer():
     model = GPT(tiny(n_layer=4, n_embd=256))  # d = 64
     for layer, want in enumerate([0.2, 0.35551, 0.47071, 0.55606]):  # 0.8 − 0.6·exp(−0.3·layer)
         attn = model.transformer.h[layer].attn
-        assert isinstance(attn.lambda_init, float) and attn.lambda_init == pytest.approx(want, abs=1e-5)
+        assert isinstance(attn.lambda_init, float) and attn.lambda_init == pytest.approx(
+            want, abs=1e-5
+        )
         vectors = (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2)
         assert all(v.shape == (64,) and v.dtype == torch.float32 for v in vectors)
-        assert all(0.07 < v.std().item() < 0.13 and abs(v.mean().item()) < 0.05 for v in vectors)  # N(0, 0.1²)
+        assert all(
+            0.07 < v.std().item() < 0.13 and abs(v.mean().item()) < 0.05 for v in vectors
+        )  # N(0, 0.1²)
         q1, k1, q2, k2 = (v.tolist() for v in vectors)
-        lam = math.exp(sum(a * b for a, b in zip(q1, k1))) - math.exp(sum(a * b for a, b in zip(q2, k2))) + want
+        lam = (
+            math.exp(sum(a * b for a, b in zip(q1, k1)))
+            - math.exp(sum(a * b for a, b in zip(q2, k2)))
+            + want
+        )
         assert attn.lam().item() == pytest.approx(lam, abs=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert attn.lam().dtype == torch.float32  # λ stays fp32 under autocast
@@ -96,7 +129,9 @@ def test_fast_path_equals_explicit_path_and_rows_sum_to_one_minus_lambda(pos):
     assert maps[0].shape == (2, 2, 16, 16) and maps[1].shape == (2, 1, 16, 16)
     for layer, m in maps.items():
         lam = model.transformer.h[layer].attn.lam()
-        assert torch.allclose(m.sum(-1), (1 - lam).expand(m.shape[:-1]), atol=1e-5)  # A1, A2 rows each sum to 1
+        assert torch.allclose(
+            m.sum(-1), (1 - lam).expand(m.shape[:-1]), atol=1e-5
+        )  # A1, A2 rows each sum to 1
         assert torch.all(m.triu(1) == 0)
 
 
@@ -108,20 +143,34 @@ def test_gradient_reaches_all_four_lambda_vectors_and_maps():
     loss.backward()
     for block in model.transformer.h:
         attn = block.attn
-        for p in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2, attn.subln.weight):
+        for p in (
+            attn.lambda_q1,
+            attn.lambda_k1,
+            attn.lambda_q2,
+            attn.lambda_k2,
+            attn.subln.weight,
+        ):
             assert p.grad is not None and p.grad.abs().sum() > 0
-    _, loss, maps = model.attention_maps(idx, {1: [0]}, targets=idx)  # SEEKR's gradient w.r.t. the maps
+    _, loss, maps = model.attention_maps(
+        idx, {1: [0]}, targets=idx
+    )  # SEEKR's gradient w.r.t. the maps
     g = torch.autograd.grad(loss, maps[1])[0]
     assert g.shape == maps[1].shape and g.abs().sum() > 0
 
 
 def test_parameter_count_within_one_percent_of_standard():
-    shape = dict(vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192)  # the README's CPU comparison shape
+    shape = dict(
+        vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192
+    )  # the README's CPU comparison shape
     standard, diff = GPT(GPTConfig(**shape)), GPT(GPTConfig(**shape, attention="diff"))
     d = 192 // 4
-    assert diff.num_params() - standard.num_params() == 4 * (4 * d + 2 * d)  # four λ vectors + RMSNorm(2d)
+    assert diff.num_params() - standard.num_params() == 4 * (
+        4 * d + 2 * d
+    )  # four λ vectors + RMSNorm(2d)
     assert diff.num_params() / standard.num_params() < 1.01
-    assert all(p.dim() < 2 for n, p in diff.named_parameters() if "lambda" in n)  # no weight decay on λ
+    assert all(
+        p.dim() < 2 for n, p in diff.named_parameters() if "lambda" in n
+    )  # no weight decay on λ
 
 
 def test_clear_errors():
@@ -136,6 +185,7 @@ def test_outlier_logits_are_the_pre_softmax_scores(attention):
     """Each layer's attention_logits give back its maps through softmax (diff: A1 − λ·A2 of sub-head pairs), and
     eval's outlier_stats reports their maximum and the maximum |x| of the block outputs."""
     from eval import outlier_stats
+
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention)).eval()
     tokens = torch.randint(0, 64, (3 * 16 + 1,)).numpy().astype("uint16")
@@ -150,8 +200,17 @@ def test_outlier_logits_are_the_pre_softmax_scores(attention):
             probs = probs[:, 0::2] - block.attn.lam() * probs[:, 1::2]
         assert torch.allclose(probs, maps[layer], atol=1e-6)
         x = block(x)
-        top_logit, top_hidden = max(top_logit, logits.max().item()), max(top_hidden, x.abs().max().item())
-    stats, windows = outlier_stats(model, tokens, 16, 2, 2, "cpu", torch.autocast("cpu", enabled=False))
+        top_logit, top_hidden = (
+            max(top_logit, logits.max().item()),
+            max(top_hidden, x.abs().max().item()),
+        )
+    stats, windows = outlier_stats(
+        model, tokens, 16, 2, 2, "cpu", torch.autocast("cpu", enabled=False)
+    )
     assert windows == 3  # 3 whole windows of 16 (+1) tokens, though 2 batches of 2 were asked for
-    assert all(not b._forward_hooks and not b.attn._forward_pre_hooks for b in model.transformer.h)  # removed
-    assert stats["logit"][0] == pytest.approx(top_logit) and stats["hidden"][0] == pytest.approx(top_hidden)
+    assert all(
+        not b._forward_hooks and not b.attn._forward_pre_hooks for b in model.transformer.h
+    )  # removed
+    assert stats["logit"][0] == pytest.approx(top_logit) and stats["hidden"][0] == pytest.approx(
+        top_hidden
+    )

@@ -1,14 +1,15 @@
 """GPT and standard attention: shapes, causality, fast == explicit, naive references (helpers.py) for RoPE and ALiBi;
 GPTConfig's rules, a run's model config (model_keys, model_config), set_q_chunk."""
+
 import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import naive_attention_probs, tiny
 
 from attention import alibi_slopes, apply_rope, rope_cos_sin
-from helpers import naive_attention_probs, tiny
 from model import GPT, model_config, model_keys
 from plumbing import ConfigError
 
@@ -27,8 +28,11 @@ def test_shapes_and_loss(pos, norm):
     assert model(idx)[1] is None
 
 
-EVERY_ATTENTION = ([("standard", p) for p in POSITIONS + ["kerple"]] + [("diff", p) for p in POSITIONS + ["kerple"]]
-                   + [("dape", p) for p in ("kerple", "alibi", "nope")])
+EVERY_ATTENTION = (
+    [("standard", p) for p in POSITIONS + ["kerple"]]
+    + [("diff", p) for p in POSITIONS + ["kerple"]]
+    + [("dape", p) for p in ("kerple", "alibi", "nope")]
+)
 
 
 @pytest.mark.parametrize("attention, pos", EVERY_ATTENTION)
@@ -39,11 +43,11 @@ def test_causality(attention, pos):
     idx = torch.randint(0, 64, (2, 16))
     for t in (0, 7, 14):
         changed = idx.clone()
-        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % 64
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 1) % 64
         for run in (lambda i: model(i)[0], lambda i: model.attention_maps(i, {0: [0], 1: [1]})[0]):
             a, b = run(idx), run(changed)
-            assert torch.allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-6)
-            assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+            assert torch.allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-6)
+            assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
 @pytest.mark.parametrize("pos", POSITIONS)
@@ -54,7 +58,9 @@ def test_fast_path_equals_explicit_path(pos):
     fast = model(idx)[0]
     explicit, _, maps = model.attention_maps(idx, {l: range(4) for l in range(2)})
     assert torch.allclose(fast, explicit, atol=1e-5)
-    assert all(attn.capture_heads is None for attn in (b.attn for b in model.transformer.h))  # reset afterwards
+    assert all(
+        attn.capture_heads is None for attn in (b.attn for b in model.transformer.h)
+    )  # reset afterwards
     assert maps[0].shape == (2, 4, 16, 16)
 
 
@@ -79,7 +85,9 @@ def test_selected_heads_and_gradients_through_maps():
     _, _, all_maps = model.attention_maps(idx, {0: range(4), 1: range(4)})
     assert maps[0].shape == (2, 1, 16, 16) and maps[1].shape == (2, 2, 16, 16)
     assert torch.allclose(maps[1], all_maps[1][:, [0, 3]])
-    g = torch.autograd.grad(loss, maps[1])[0]  # the maps are the tensors the output was computed from
+    g = torch.autograd.grad(loss, maps[1])[
+        0
+    ]  # the maps are the tensors the output was computed from
     assert g.shape == maps[1].shape and g.abs().sum() > 0
     assert torch.all(maps[1].triu(1) == 0)
 
@@ -89,7 +97,7 @@ def test_rope_rotation_is_relative():
     torch.manual_seed(0)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
     cos, sin = rope_cos_sin(40, 16, 10000.0, "cpu")
-    rot = lambda x, t: apply_rope(x, cos[t:t + 1], sin[t:t + 1])
+    rot = lambda x, t: apply_rope(x, cos[t : t + 1], sin[t : t + 1])
     dots = [(rot(q, m) * rot(k, m - 5)).sum() for m in (5, 17, 39)]
     assert torch.allclose(torch.stack(dots), dots[0].expand(3), atol=1e-5)
     assert torch.allclose(rot(q, 23).norm(), q.norm(), atol=1e-5)
@@ -98,7 +106,7 @@ def test_rope_rotation_is_relative():
 def test_alibi_slopes():
     assert torch.allclose(alibi_slopes(8), torch.tensor([2 ** -(i + 1) for i in range(8)]))
     # not a power of two: the 4 slopes of H=4, then every other slope of H=8 (Press et al.'s recipe)
-    assert torch.allclose(alibi_slopes(6), torch.tensor([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]))
+    assert torch.allclose(alibi_slopes(6), torch.tensor([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]))
 
 
 def test_init_tied_and_param_groups():
@@ -115,7 +123,9 @@ def test_init_tied_and_param_groups():
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in no_decay["params"])
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
-    assert model.flops_per_token() == pytest.approx(6 * model.num_params() + 12 * 4 * 64 * 16, rel=5e-3)  # counted
+    assert model.flops_per_token() == pytest.approx(
+        6 * model.num_params() + 12 * 4 * 64 * 16, rel=5e-3
+    )  # counted
 
 
 def test_overfits_one_batch():
@@ -156,9 +166,13 @@ def test_learned_positions_refuse_longer_inputs_and_bad_config():
         tiny(pos="rop")
     with pytest.raises(ConfigError, match="not divisible"):
         tiny(n_embd=30)
-    with pytest.raises(ConfigError, match="even head size"):  # 4 heads of 25 channels: RoPE rotates pairs
+    with pytest.raises(
+        ConfigError, match="even head size"
+    ):  # 4 heads of 25 channels: RoPE rotates pairs
         tiny(n_embd=100, n_head=4, pos="rope")
-    assert tiny(n_embd=100, n_head=4, pos="alibi").pos == "alibi"  # other positions take odd head sizes
+    assert (
+        tiny(n_embd=100, n_head=4, pos="alibi").pos == "alibi"
+    )  # other positions take odd head sizes
 
 
 @pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
@@ -170,12 +184,18 @@ def test_longer_than_block_size_works_for_relative_positions(pos):
 def test_config_refuses_unknown_attention_and_odd_diff_heads_in_one_line():
     with pytest.raises(ConfigError) as e:
         tiny(attention="difff")
-    assert str(e.value) == "--attention=difff is not one of standard, diff, dape (did you mean diff?)"
+    assert (
+        str(e.value) == "--attention=difff is not one of standard, diff, dape (did you mean diff?)"
+    )
     with pytest.raises(ConfigError) as e:
         tiny(attention="diff", n_head=3, n_embd=48)
-    assert str(e.value) == ("--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
-                            "even; got --n_head=3")
-    assert tiny(attention="standard", n_head=3, n_embd=48).n_head == 3  # odd head counts are diff's problem only
+    assert str(e.value) == (
+        "--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
+        "even; got --n_head=3"
+    )
+    assert (
+        tiny(attention="standard", n_head=3, n_embd=48).n_head == 3
+    )  # odd head counts are diff's problem only
 
 
 def test_model_keys_and_model_config_from_a_run_dataclass_or_dict():
@@ -188,13 +208,26 @@ def test_model_keys_and_model_config_from_a_run_dataclass_or_dict():
         tokenizer: str = "gpt2"
 
     run = Run()
-    assert model_keys(run) == model_keys(dataclasses.asdict(run)) == ["block_size", "n_head", "attention"]
+    assert (
+        model_keys(run)
+        == model_keys(dataclasses.asdict(run))
+        == ["block_size", "n_head", "attention"]
+    )
     for r in (run, dataclasses.asdict(run)):
         cfg = model_config(r, n_vocab=50257)
-        assert cfg.vocab_size == 50304 and (cfg.block_size, cfg.n_head, cfg.attention) == (8, 2, "diff")
+        assert cfg.vocab_size == 50304 and (cfg.block_size, cfg.n_head, cfg.attention) == (
+            8,
+            2,
+            "diff",
+        )
         assert cfg.n_layer == 6 and cfg.rope_base == 10000.0  # GPTConfig's defaults for the rest
-    assert model_config(run, n_vocab=64).vocab_size == 64 and model_config(run, n_vocab=65).vocab_size == 128
-    with pytest.raises(ConfigError, match="must be even"):  # the run's model is checked by GPTConfig's rules
+    assert (
+        model_config(run, n_vocab=64).vocab_size == 64
+        and model_config(run, n_vocab=65).vocab_size == 128
+    )
+    with pytest.raises(
+        ConfigError, match="must be even"
+    ):  # the run's model is checked by GPTConfig's rules
         model_config(Run(n_head=3), n_vocab=64)
 
 

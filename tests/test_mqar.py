@@ -1,9 +1,9 @@
 """Multi-query associative recall (Zoology, arXiv 2312.04927): the generator against a plain loop over its layout,
 the loss on the answers only, seeds and DDP slices, recall accuracy of scripted models, the attention-on-the-answer
 share on hand-built maps, and train.py / eval.py --mode=recall end to end."""
+
 import dataclasses
 import json
-import math
 import re
 import subprocess
 import sys
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from helpers import one_line_error, tiny
 
 import eval as evaluate
 import train
 from data import MQAR, DataError, answer_accuracy, get_batch, mqar_task
-from helpers import one_line_error, tiny
 from model import GPT, model_config
 from plumbing import ConfigError, read_log, save_atomic
 
@@ -31,13 +31,16 @@ def batch(pairs=6, keys=20, B=16, T=40, seed=0, rows=None):
 # ----------------------------------------------------------------------------------------------------------------
 # the generator
 
-@pytest.mark.parametrize("T", [24, 25, 40])  # 24: exactly 4N, every query slot taken; 25: an odd query region
+
+@pytest.mark.parametrize(
+    "T", [24, 25, 40]
+)  # 24: exactly 4N, every query slot taken; 25: an odd query region
 def test_every_answer_is_the_value_paired_with_its_key_earlier(T):
     N, K = 6, 20
     x, y = batch(N, K, T=T)
     assert x.shape == y.shape == (16, T) and x.dtype == y.dtype == torch.int64
     for row_x, row_y in zip(x.tolist(), y.tolist()):
-        keys, values = row_x[0:2 * N:2], row_x[1:2 * N:2]
+        keys, values = row_x[0 : 2 * N : 2], row_x[1 : 2 * N : 2]
         assert len(set(keys)) == N and all(1 <= k <= K for k in keys)
         assert len(set(values)) == N and all(K + 1 <= v <= 2 * K for v in values)
         answers = [t for t in range(T) if row_y[t] != -1]
@@ -45,9 +48,13 @@ def test_every_answer_is_the_value_paired_with_its_key_earlier(T):
         for t in answers:
             assert t >= 2 * N and (t - 2 * N) % 2 == 0  # an even offset of the query region
             paired = [row_x[2 * j + 1] for j in range(N) if row_x[2 * j] == row_x[t]]
-            assert paired == [row_y[t]]  # its key appears once in the context, and the target is its value
+            assert paired == [
+                row_y[t]
+            ]  # its key appears once in the context, and the target is its value
         assert sorted(row_x[t] for t in answers) == sorted(keys)  # each key queried exactly once
-        assert all(row_x[t] == 0 for t in range(2 * N, T) if t not in answers)  # filler, the value not written
+        assert all(
+            row_x[t] == 0 for t in range(2 * N, T) if t not in answers
+        )  # filler, the value not written
         assert all(row_y[t] == -1 for t in range(2 * N))  # no answer inside the context
 
 
@@ -62,13 +69,20 @@ def test_seeds_decide_the_batch_and_ddp_slices_rebuild_it():
     x, y = batch(seed=3)
     assert torch.equal(x, batch(seed=3)[0]) and torch.equal(y, batch(seed=3)[1])
     assert not torch.equal(x, batch(seed=4)[0])
-    halves = [batch(seed=3, rows=slice(0, 8)), batch(seed=3, rows=slice(8, 16))]  # two ranks, one shared generator
-    assert torch.equal(torch.cat([h[0] for h in halves]), x) and torch.equal(torch.cat([h[1] for h in halves]), y)
+    halves = [
+        batch(seed=3, rows=slice(0, 8)),
+        batch(seed=3, rows=slice(8, 16)),
+    ]  # two ranks, one shared generator
+    assert torch.equal(torch.cat([h[0] for h in halves]), x) and torch.equal(
+        torch.cat([h[1] for h in halves]), y
+    )
     task = MQAR(6, 20)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     got = get_batch(task, 16, 40, gen_a, slice(8, 16))  # the training loop's door
     assert torch.equal(got[0], task.batch(16, 40, gen_b)[0][8:16])
-    assert torch.equal(gen_a.get_state(), gen_b.get_state())  # every rank draws the whole batch: still in step
+    assert torch.equal(
+        gen_a.get_state(), gen_b.get_state()
+    )  # every rank draws the whole batch: still in step
 
 
 def test_options_defaults_and_one_line_errors():
@@ -76,12 +90,18 @@ def test_options_defaults_and_one_line_errors():
     assert (mqar_task("mqar").pairs, mqar_task("mqar").keys) == (8, 64)
     assert vars(mqar_task("mqar:keys=10,pairs=3")) == {"pairs": 3, "keys": 10}
     assert mqar_task("mqar:pairs=5").name == "mqar:pairs=5,keys=64"
-    for spec, words in (("mqar:pairs=0", "pairs=0 must be a whole number >= 1"), ("mqar:foo=1", "'foo=1' is not an"),
-                        ("mqar:pairs", "pairs=N, keys=N"), ("mqar:keys=x", "keys=x must be"),
-                        ("mqar:pairs=9,keys=8", "keys >= pairs")):
+    for spec, words in (
+        ("mqar:pairs=0", "pairs=0 must be a whole number >= 1"),
+        ("mqar:foo=1", "'foo=1' is not an"),
+        ("mqar:pairs", "pairs=N, keys=N"),
+        ("mqar:keys=x", "keys=x must be"),
+        ("mqar:pairs=9,keys=8", "keys >= pairs"),
+    ):
         with pytest.raises(DataError, match=re.escape(words)) as e:
             mqar_task(spec)
-        assert "\n" not in str(e.value) and "mqar:pairs=8,keys=64" in str(e.value)  # an example to copy
+        assert "\n" not in str(e.value) and "mqar:pairs=8,keys=64" in str(
+            e.value
+        )  # an example to copy
     with pytest.raises(DataError, match=r"--block_size >= 4 x pairs = 32 .* --block_size=31"):
         MQAR(8, 64).check(31, 257)
     MQAR(8, 64).check(32, 257)
@@ -92,6 +112,7 @@ def test_options_defaults_and_one_line_errors():
 
 # ----------------------------------------------------------------------------------------------------------------
 # the loss and the accuracy count the answers only
+
 
 def test_loss_is_the_cross_entropy_of_the_answers_alone():
     torch.manual_seed(0)
@@ -119,7 +140,7 @@ class Scripted(nn.Module):
     def features(self, idx):
         out = torch.zeros(*idx.shape, self.vocab)
         for b, row in enumerate(idx.tolist()):
-            keys, values = row[0:2 * self.pairs:2], row[1:2 * self.pairs:2]
+            keys, values = row[0 : 2 * self.pairs : 2], row[1 : 2 * self.pairs : 2]
             for t, token in enumerate(row):
                 out[b, t, self.pick(keys, values, token)] = 1.0
         return out
@@ -133,11 +154,16 @@ def test_recall_accuracy_of_scripted_models():
     N, K = 8, 40
     task = MQAR(N, K)
     rng = torch.Generator().manual_seed(0)
-    guess = lambda keys, values, token: values[torch.randint(N, (1,), generator=rng).item()]  # in context, blind
-    score = lambda pick, batches=2: evaluate.recall_accuracy(Scripted(N, 2 * K + 1, pick), task, 48, batches, 16, 7,
-                                                             "cpu", nullcontext())
+    guess = lambda keys, values, token: values[
+        torch.randint(N, (1,), generator=rng).item()
+    ]  # in context, blind
+    score = lambda pick, batches=2: evaluate.recall_accuracy(
+        Scripted(N, 2 * K + 1, pick), task, 48, batches, 16, 7, "cpu", nullcontext()
+    )
     assert score(look_up) == 1.0
-    assert score(lambda keys, values, token: K + 1 if values[0] != K + 1 else K + 2) < 1 / (2 * N)  # one fixed value
+    assert score(lambda keys, values, token: K + 1 if values[0] != K + 1 else K + 2) < 1 / (
+        2 * N
+    )  # one fixed value
     assert score(lambda keys, values, token: 0) == 0.0  # the filler is never an answer
     assert abs(score(guess, batches=20) - task.chance) < 0.03  # 2560 answers: std of the mean 0.007
 
@@ -152,6 +178,7 @@ def test_answer_accuracy_counts_only_the_targets():
 # ----------------------------------------------------------------------------------------------------------------
 # the attention on the answer
 
+
 def test_answer_share_on_hand_built_maps():
     N, T = 3, 16
     x, y = batch(pairs=N, keys=9, B=2, T=T, seed=1)
@@ -160,9 +187,12 @@ def test_answer_share_on_hand_built_maps():
     for q in range(len(b)):
         key_at = [j for j in range(0, 2 * N, 2) if x[b[q], j] == x[b[q], i[q]]][0]
         att[b[q], 0, i[q], key_at + 1] = 1.0  # head 0: all on the value
-        att[b[q], 2, i[q], key_at + 1], att[b[q], 2, i[q], 0 if key_at else 2] = 0.5, -0.5  # head 2: signed, as diff
+        att[b[q], 2, i[q], key_at + 1], att[b[q], 2, i[q], 0 if key_at else 2] = (
+            0.5,
+            -0.5,
+        )  # head 2: signed, as diff
     for t in range(T):
-        att[:, 1, t, :t + 1] = 1 / (t + 1)  # head 1: uniform over the causal row
+        att[:, 1, t, : t + 1] = 1 / (t + 1)  # head 1: uniform over the causal row
     share = evaluate.answer_share(att, x, y, N)
     uniform = sum(2 / (t + 1) for t in i.tolist()) / len(i)
     assert torch.allclose(share, torch.tensor([1.0, uniform, 0.5]))
@@ -179,25 +209,44 @@ def test_answer_shares_has_a_share_per_layer_and_head(attention, heads):
 # ----------------------------------------------------------------------------------------------------------------
 # train.py and eval.py --mode=recall
 
+
 def script(*args):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def a_checkpoint(path, **config):
     """A freshly initialised run of the tiny preset on mqar, saved as train.py saves one (no training)."""
-    cfg = train.Config(**{**train.PRESETS["tiny"], "dataset": "mqar", "out_dir": str(path), **config})
+    cfg = train.Config(
+        **{**train.PRESETS["tiny"], "dataset": "mqar", "out_dir": str(path), **config}
+    )
     model = GPT(model_config(cfg, 257))
     Path(path).mkdir(parents=True)
-    save_atomic({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                 "config": dataclasses.asdict(cfg), "iter": 0}, Path(path) / "ckpt.pt")
+    save_atomic(
+        {
+            "model": model.state_dict(),
+            "model_config": dataclasses.asdict(model.config),
+            "config": dataclasses.asdict(cfg),
+            "iter": 0,
+        },
+        Path(path) / "ckpt.pt",
+    )
     return Path(path)
 
 
 @pytest.fixture(scope="module")
 def mqar_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mqar") / "run"
-    proc = script(ROOT / "train.py", "--preset=tiny", "--dataset=mqar:pairs=4,keys=16", "--max_iters=6",
-                  "--eval_interval=3", f"--out_dir={out}", "--device=cpu")
+    proc = script(
+        ROOT / "train.py",
+        "--preset=tiny",
+        "--dataset=mqar:pairs=4,keys=16",
+        "--max_iters=6",
+        "--eval_interval=3",
+        f"--out_dir={out}",
+        "--device=cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -205,9 +254,15 @@ def mqar_run(tmp_path_factory):
 def test_train_logs_recall_accuracy_and_no_bits_per_byte(mqar_run):
     out, stdout = mqar_run
     assert "| data mqar:pairs=4,keys=16 (generated) | chance 0.250" in stdout.splitlines()[0]
-    assert re.search(r"^eval 3: val loss \d+\.\d{4}, recall accuracy \d\.\d{3} \(chance 0\.250\)$", stdout, re.M)
-    assert re.search(r"^budget 6 finished: val loss \d+\.\d{4}, recall accuracy \d\.\d{3} \(chance 0\.250\), "
-                     r"3,072 tokens of compute$", stdout, re.M)
+    assert re.search(
+        r"^eval 3: val loss \d+\.\d{4}, recall accuracy \d\.\d{3} \(chance 0\.250\)$", stdout, re.M
+    )
+    assert re.search(
+        r"^budget 6 finished: val loss \d+\.\d{4}, recall accuracy \d\.\d{3} \(chance 0\.250\), "
+        r"3,072 tokens of compute$",
+        stdout,
+        re.M,
+    )
     assert "sample:" not in stdout and "bits/byte" not in stdout
     evals = [r for r in read_log(out) if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 3, 6] and all(0 <= r["val_acc"] <= 1 for r in evals)
@@ -217,41 +272,74 @@ def test_train_logs_recall_accuracy_and_no_bits_per_byte(mqar_run):
 
 def test_eval_recall_prints_one_line_and_writes_the_json(mqar_run, tmp_path):
     out, _ = mqar_run
-    proc = script(ROOT / "eval.py", f"--ckpt={out}", "--mode=recall", "--batches=2", f"--out={tmp_path}")
+    proc = script(
+        ROOT / "eval.py", f"--ckpt={out}", "--mode=recall", "--batches=2", f"--out={tmp_path}"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert re.fullmatch(r"recall accuracy \d\.\d{3} \(chance 0\.250\)", lines[0])
     assert len(lines) == 1  # the one line; the answer shares go to recall.json
     res = json.loads((tmp_path / "recall.json").read_text())
     run = res["runs"][0]
-    assert [(p["pairs"], p["length"]) for p in run["points"]] == [(4, 64)] and run["type"] == "standard/rope"
-    assert len(run["answer_share"]) == 2 and len(run["answer_share"][0]) == 2 and (tmp_path / "recall.png").exists()
+    assert [(p["pairs"], p["length"]) for p in run["points"]] == [(4, 64)] and run[
+        "type"
+    ] == "standard/rope"
+    assert (
+        len(run["answer_share"]) == 2
+        and len(run["answer_share"][0]) == 2
+        and (tmp_path / "recall.png").exists()
+    )
     assert f"{run['points'][0]['accuracy']:.3f}" in lines[0]
 
 
 def test_eval_recall_grid_over_checkpoints(tmp_path, capsys):
-    runs = [a_checkpoint(tmp_path / name, attention=attention, seed=seed)
-            for name, attention, seed in (("s1", "standard", 1), ("s2", "standard", 2), ("d1", "diff", 1))]
-    evaluate.main([f"--ckpt={','.join(map(str, runs))}", "--mode=recall", "--pairs=2,4", "--lengths=32,64,128",
-                   "--batches=1", "--batch_size=4"])
+    runs = [
+        a_checkpoint(tmp_path / name, attention=attention, seed=seed)
+        for name, attention, seed in (
+            ("s1", "standard", 1),
+            ("s2", "standard", 2),
+            ("d1", "diff", 1),
+        )
+    ]
+    evaluate.main(
+        [
+            f"--ckpt={','.join(map(str, runs))}",
+            "--mode=recall",
+            "--pairs=2,4",
+            "--lengths=32,64,128",
+            "--batches=1",
+            "--batch_size=4",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("s1 pairs 2 length 32: recall accuracy ") and lines[0].endswith("(chance 0.500)")
-    assert sum("recall accuracy" in line for line in lines) == 3 * 6 and "d1: attention on the answer pair" in lines[-2]
+    assert lines[0].startswith("s1 pairs 2 length 32: recall accuracy ") and lines[0].endswith(
+        "(chance 0.500)"
+    )
+    assert (
+        sum("recall accuracy" in line for line in lines) == 3 * 6
+        and "d1: attention on the answer pair" in lines[-2]
+    )
     res = json.loads((tmp_path / "s1" / "recall.json").read_text())
     assert [r["type"] for r in res["runs"]] == ["standard/rope", "standard/rope", "diff/rope"]
     assert len(res["runs"][2]["answer_share"][0]) == 1  # diff: one differential head of two
-    accs, chance = evaluate.recall_curve(res, "standard/rope", "length", "pairs")  # at the training pairs: none
+    accs, chance = evaluate.recall_curve(
+        res, "standard/rope", "length", "pairs"
+    )  # at the training pairs: none
     assert accs == {} and chance == {}
-    accs, chance = evaluate.recall_curve(res, "standard/rope", "pairs", "length")  # at the training length 64
+    accs, chance = evaluate.recall_curve(
+        res, "standard/rope", "pairs", "length"
+    )  # at the training length 64
     assert sorted(accs) == [2, 4] and len(accs[4]) == 2 and chance == {2: 0.5, 4: 0.25}
     assert (tmp_path / "s1" / "recall.png").exists()
 
 
 def test_recall_refusals_are_one_line(tmp_path):
     run = a_checkpoint(tmp_path / "run")
-    for flags, words in ((["--pairs=17"], "needs sequences of >= 4 x pairs = 68 tokens"),
-                         (["--pairs=4", "--lengths=8"], "length 8 is asked for"),
-                         (["--pairs=65", "--lengths=512"], "cannot be drawn from the 64 keys")):
+    for flags, words in (
+        (["--pairs=17"], "needs sequences of >= 4 x pairs = 68 tokens"),
+        (["--pairs=4", "--lengths=8"], "length 8 is asked for"),
+        (["--pairs=65", "--lengths=512"], "cannot be drawn from the 64 keys"),
+    ):
         with pytest.raises(ConfigError, match=re.escape(words)):
             evaluate.main([f"--ckpt={run}", "--mode=recall", *flags])
     learned = a_checkpoint(tmp_path / "learned", pos="learned")
@@ -263,10 +351,15 @@ def test_recall_refusals_are_one_line(tmp_path):
     assert not (tmp_path / "run" / "recall.json").exists()
 
 
-@pytest.mark.parametrize("spec, words", [("mqar:pairs=0", "pairs=0 must be a whole number >= 1"),
-                                         ("mqar:foo=1", "'foo=1' is not an mqar option"),
-                                         ("mqar:pairs=17", "--block_size >= 4 x pairs = 68"),
-                                         ("mqar:keys=200", "pass keys<=128")])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("mqar:pairs=0", "pairs=0 must be a whole number >= 1"),
+        ("mqar:foo=1", "'foo=1' is not an mqar option"),
+        ("mqar:pairs=17", "--block_size >= 4 x pairs = 68"),
+        ("mqar:keys=200", "pass keys<=128"),
+    ],
+)
 def test_bad_mqar_flags_are_refused_before_anything_runs(spec, words, tmp_path):
     with pytest.raises(DataError, match=re.escape(words)) as e:
         train.build_config(["--preset=tiny", f"--dataset={spec}", f"--out_dir={tmp_path / 'run'}"])
@@ -274,11 +367,22 @@ def test_bad_mqar_flags_are_refused_before_anything_runs(spec, words, tmp_path):
 
 
 def test_bad_mqar_flag_from_the_script_is_one_line_exit_2(tmp_path):
-    one_line_error(script(ROOT / "train.py", "--preset=tiny", "--dataset=mqar:pairs=20",
-                          f"--out_dir={tmp_path / 'run'}"), "mqar:pairs=20", "--block_size=64", "--block_size=80")
+    one_line_error(
+        script(
+            ROOT / "train.py",
+            "--preset=tiny",
+            "--dataset=mqar:pairs=20",
+            f"--out_dir={tmp_path / 'run'}",
+        ),
+        "mqar:pairs=20",
+        "--block_size=64",
+        "--block_size=80",
+    )
 
 
 def test_a_text_loss_of_an_mqar_model_is_refused_in_one_line(tmp_path):
     run = a_checkpoint(tmp_path / "run")
-    with pytest.raises(DataError, match="generated batch by batch, not a text corpus .* --mode=recall"):
+    with pytest.raises(
+        DataError, match="generated batch by batch, not a text corpus .* --mode=recall"
+    ):
         evaluate.main([f"--ckpt={run}", "--mode=loss", f"--data_dir={tmp_path / 'data'}"])

@@ -1,4 +1,5 @@
 """Schedules against their formulas at the points that define them."""
+
 import math
 
 import pytest
@@ -46,15 +47,21 @@ BUDGETS = [40, 60, 100]  # cycles [0, 40], [40, 60], [60, 100]
 
 
 def test_wsd_s_returns_to_peak_after_each_budget():
-    lr = make_schedule("wsd-s", LR, MIN_LR, WARMUP, MAX, decay_frac=0.2, decay_shape="sqrt", budgets=BUDGETS)
+    lr = make_schedule(
+        "wsd-s", LR, MIN_LR, WARMUP, MAX, decay_frac=0.2, decay_shape="sqrt", budgets=BUDGETS
+    )
     assert lr(WARMUP) == pytest.approx(LR)
     # each cycle decays over its last 20%: [32, 40], [56, 60], [92, 100]
     for start, end, decay_start in ((0, 40, 32), (40, 60, 56), (60, 100, 92)):
         assert lr(decay_start) == pytest.approx(LR)  # x = 0: still at peak
         assert lr(decay_start - 1) == LR  # stable phase
-        assert lr(end) == pytest.approx(LR) if end < MAX else lr(end) == pytest.approx(MIN_LR)  # peak again after b
+        assert (
+            lr(end) == pytest.approx(LR) if end < MAX else lr(end) == pytest.approx(MIN_LR)
+        )  # peak again after b
         d = end - decay_start
-        assert lr(end - 1) == pytest.approx(LR - (LR - MIN_LR) * math.sqrt((d - 1) / d))  # 1-sqrt near the end
+        assert lr(end - 1) == pytest.approx(
+            LR - (LR - MIN_LR) * math.sqrt((d - 1) / d)
+        )  # 1-sqrt near the end
     assert lr(MAX) == pytest.approx(MIN_LR)
 
 
@@ -67,9 +74,13 @@ def test_wsd_s_decay_of_budget_matches_the_wsd_branches():
         assert s(b - d - 1) == LR
         for step in range(b - d, b):
             x = (step - (b - d)) / d
-            assert s(step) == pytest.approx(LR - (LR - MIN_LR) * math.sqrt(x))  # 1-sqrt over 0.2·b steps
+            assert s(step) == pytest.approx(
+                LR - (LR - MIN_LR) * math.sqrt(x)
+            )  # 1-sqrt over 0.2·b steps
             assert s(step) == pytest.approx(w(step, branch=b if b < 160 else None))
-    assert schedule_problem("wsd-s", WARMUP, 100, 0.5, BUDGETS, decay_of="budget").startswith("the decay of budget 60")
+    assert schedule_problem("wsd-s", WARMUP, 100, 0.5, BUDGETS, decay_of="budget").startswith(
+        "the decay of budget 60"
+    )
 
 
 def test_wsd_s_rewarmup():
@@ -80,32 +91,46 @@ def test_wsd_s_rewarmup():
 
 
 def test_wsd_branches_and_cyclic():
-    lr = make_schedule("wsd", LR, MIN_LR, WARMUP, MAX, decay_frac=0.25, decay_shape="linear", budgets=BUDGETS)
+    lr = make_schedule(
+        "wsd", LR, MIN_LR, WARMUP, MAX, decay_frac=0.25, decay_shape="linear", budgets=BUDGETS
+    )
     assert lr(50) == LR and lr(74) == LR  # the main branch holds the peak until its own decay at 75
-    assert lr(30, branch=40) == pytest.approx(LR)  # branch of budget 40 decays over 0.25·40 = 10 steps from 30
+    assert lr(30, branch=40) == pytest.approx(
+        LR
+    )  # branch of budget 40 decays over 0.25·40 = 10 steps from 30
     assert lr(35, branch=40) == pytest.approx(LR - (LR - MIN_LR) * 0.5)
     assert lr(40, branch=40) == pytest.approx(MIN_LR)
     assert lr(100) == pytest.approx(MIN_LR)
     cyc = make_schedule("cyclic", LR, MIN_LR, WARMUP, MAX, budgets=BUDGETS)
-    assert cyc(WARMUP) == pytest.approx(LR) and cyc(40) == pytest.approx(LR) and cyc(60) == pytest.approx(LR)
+    assert (
+        cyc(WARMUP) == pytest.approx(LR)
+        and cyc(40) == pytest.approx(LR)
+        and cyc(60) == pytest.approx(LR)
+    )
     assert cyc(50) == pytest.approx((LR + MIN_LR) / 2)  # halfway through the cosine of [40, 60]
     assert cyc(100) == pytest.approx(MIN_LR)
     one = make_schedule("cosine", LR, MIN_LR, WARMUP, MAX)
-    assert all(make_schedule("cyclic", LR, MIN_LR, WARMUP, MAX)(s) == pytest.approx(one(s)) for s in range(MAX))
+    assert all(
+        make_schedule("cyclic", LR, MIN_LR, WARMUP, MAX)(s) == pytest.approx(one(s))
+        for s in range(MAX)
+    )
 
 
-@pytest.mark.parametrize("name, budgets, decay_frac, words", [
-    ("wsd-s", [60, 40, 100], 0.2, "strictly increasing"),
-    ("wsd-s", [40, 60, 90], 0.2, "must end at --max_iters=100"),
-    ("cosine", [50, 100], 0.2, "one cosine run per budget"),
-    ("wsd-s", [15, 100], 0.5, "does not fit"),
-    ("wsd", [40, 100], 1.5, "[0, 1]"),
-    ("wsd", [12, 100], 0.5, "before the warmup ends"),
-    ("wsd-s", [5, 100], 0.2, "--warmup_iters=10 does not end"),
-    ("wsd", [50, 100], 0.0, "would last 0 steps"),
-    ("wsd-s", [50, 100], 0.001, "would last 0 steps"),
-    ("wsd", [52, 53, 100], 0.2, "too close"),  # 52 − 10 = 53 − 11: one branch would be lost
-])
+@pytest.mark.parametrize(
+    "name, budgets, decay_frac, words",
+    [
+        ("wsd-s", [60, 40, 100], 0.2, "strictly increasing"),
+        ("wsd-s", [40, 60, 90], 0.2, "must end at --max_iters=100"),
+        ("cosine", [50, 100], 0.2, "one cosine run per budget"),
+        ("wsd-s", [15, 100], 0.5, "does not fit"),
+        ("wsd", [40, 100], 1.5, "[0, 1]"),
+        ("wsd", [12, 100], 0.5, "before the warmup ends"),
+        ("wsd-s", [5, 100], 0.2, "--warmup_iters=10 does not end"),
+        ("wsd", [50, 100], 0.0, "would last 0 steps"),
+        ("wsd-s", [50, 100], 0.001, "would last 0 steps"),
+        ("wsd", [52, 53, 100], 0.2, "too close"),  # 52 − 10 = 53 − 11: one branch would be lost
+    ],
+)
 def test_invalid_combinations_are_named(name, budgets, decay_frac, words):
     problem = schedule_problem(name, WARMUP, MAX, decay_frac, budgets)
     assert problem and words in problem
@@ -115,5 +140,9 @@ def test_valid_combinations_pass():
     for name in ("wsd", "wsd-s", "cyclic"):
         assert schedule_problem(name, WARMUP, MAX, 0.2, BUDGETS) is None
     assert schedule_problem("cosine", WARMUP, MAX, 0.2, [MAX]) is None
-    assert schedule_problem("wsd", WARMUP, MAX, 0.5, [30, 60, 100]) is None  # branches may overlap earlier budgets
-    assert schedule_problem("cosine", 500, MAX, 0.2, []) is None  # a plain run may end inside its warmup
+    assert (
+        schedule_problem("wsd", WARMUP, MAX, 0.5, [30, 60, 100]) is None
+    )  # branches may overlap earlier budgets
+    assert (
+        schedule_problem("cosine", 500, MAX, 0.2, []) is None
+    )  # a plain run may end inside its warmup

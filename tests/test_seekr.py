@@ -1,4 +1,5 @@
 """seekr.py: every piece against a hand-computed or naive case, then tiny continual runs of every method."""
+
 import copy
 import json
 import math
@@ -10,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import naive_attention_probs, one_line_error, tiny
 
 import seekr
 import train
-from helpers import naive_attention_probs, one_line_error, tiny
 from model import GPT, GPTConfig
 from plumbing import ConfigError
 
@@ -23,10 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_pad_batch_masks_everything_but_the_answer():
     x, y = seekr.pad_batch([([5, 6, 7], [8, 9, 0]), ([1], [2, 0])], pad=0, device="cpu")
     assert x.tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
-    assert y.tolist() == [[-1, -1, 8, 9, 0], [2, 0, -1, -1, -1]]  # answer tokens and the end token, nothing else
+    assert y.tolist() == [
+        [-1, -1, 8, 9, 0],
+        [2, 0, -1, -1, -1],
+    ]  # answer tokens and the end token, nothing else
 
 
-@pytest.mark.parametrize("attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")])
+@pytest.mark.parametrize(
+    "attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")]
+)
 def test_captured_rows_sum_to_one_or_one_minus_lambda(attention, pos):
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, pos=pos)).eval()
@@ -45,8 +51,11 @@ def test_captured_map_matches_naive_softmax():
     model = GPT(tiny(pos="nope")).eval()
     idx = torch.randint(0, 64, (1, 8))
     _, _, maps = seekr.capture(model, idx, [(0, 2)])
-    want = naive_attention_probs(model.transformer.h[0].ln_1(model.transformer.wte(idx))[0],
-                                 model.transformer.h[0].attn, "nope")
+    want = naive_attention_probs(
+        model.transformer.h[0].ln_1(model.transformer.wte(idx))[0],
+        model.transformer.h[0].attn,
+        "nope",
+    )
     assert torch.allclose(maps[(0, 2)][0], want[2], atol=1e-5)
 
 
@@ -58,7 +67,9 @@ def test_task_sensitivity_matches_finite_differences():
     record = {"prompt": [3, 4, 5], "answer": [6, 0], "rows": torch.arange(4)}
     same = seekr.all_maps(model, record, 0, "cpu")
     sens, forget, after = seekr.score_heads(model, [record], [same], 0, "cpu")
-    assert torch.allclose(forget, torch.zeros(1, 2), atol=1e-12)  # unchanged model: nothing forgotten
+    assert torch.allclose(
+        forget, torch.zeros(1, 2), atol=1e-12
+    )  # unchanged model: nothing forgotten
     x, y = seekr.pad_batch([(record["prompt"], record["answer"])], 0, "cpu")
     attn, T, eps = model.transformer.h[0].attn, x.size(1), 1e-6
     delta = torch.zeros(1, 2, T, T, dtype=torch.float64)
@@ -77,33 +88,52 @@ def test_task_sensitivity_matches_finite_differences():
                 g[h, q, k] = (up - down) / (2 * eps)
     s = g.pow(2).mean(dim=(1, 2))
     assert torch.allclose(sens[0].double(), s / s.sum(), rtol=1e-4)
-    assert model.transformer.h[0].attn.c_attn.weight.grad is None  # autograd.grad left no .grad behind
+    assert (
+        model.transformer.h[0].attn.c_attn.weight.grad is None
+    )  # autograd.grad left no .grad behind
 
 
 def test_forgettability_is_mean_squared_map_change_against_naive_maps():
     torch.manual_seed(0)
     before_model = GPT(tiny(n_layer=1, pos="nope"))
     after_model = GPT(tiny(n_layer=1, pos="nope"))
-    records = [{"prompt": [1, 2, 3], "answer": [4, 0], "rows": torch.arange(4)},
-               {"prompt": [9, 8], "answer": [7, 6, 0], "rows": torch.tensor([1, 3])}]  # a query budget of 2 rows
+    records = [
+        {"prompt": [1, 2, 3], "answer": [4, 0], "rows": torch.arange(4)},
+        {"prompt": [9, 8], "answer": [7, 6, 0], "rows": torch.tensor([1, 3])},
+    ]  # a query budget of 2 rows
     before = [seekr.all_maps(before_model, r, 0, "cpu") for r in records]
     _, forget, _ = seekr.score_heads(after_model, records, before, 0, "cpu")
     want = torch.zeros(4)
     for r in records:
         idx = torch.tensor([r["prompt"] + r["answer"][:-1]])
-        maps = [naive_attention_probs(m.transformer.h[0].ln_1(m.transformer.wte(idx))[0], m.transformer.h[0].attn,
-                                      "nope") for m in (before_model, after_model)]
+        maps = [
+            naive_attention_probs(
+                m.transformer.h[0].ln_1(m.transformer.wte(idx))[0], m.transformer.h[0].attn, "nope"
+            )
+            for m in (before_model, after_model)
+        ]
         want += (maps[0] - maps[1])[:, r["rows"]].pow(2).mean(dim=(1, 2)) / len(records)
     assert torch.allclose(forget[0], want, atol=1e-6) and forget.min() > 0
 
 
 def test_selection_is_layers_first_then_heads():
-    importance = torch.tensor([[0.9, 0.0, 0.0, 0.0],     # layer sums 0.9, 1.2, 1.0, 0.1
-                               [0.35, 0.3, 0.3, 0.25],
-                               [0.5, 0.45, 0.05, 0.0],
-                               [0.1, 0.0, 0.0, 0.0]])
-    assert seekr.select_heads(importance, 2, 3) == [(1, 0), (2, 0), (2, 1)]  # (0, 0) is the top head, not chosen
-    assert seekr.select_heads(importance, 2, 2) == [(2, 0), (2, 1)]  # layer 1 is chosen but keeps no head
+    importance = torch.tensor(
+        [
+            [0.9, 0.0, 0.0, 0.0],  # layer sums 0.9, 1.2, 1.0, 0.1
+            [0.35, 0.3, 0.3, 0.25],
+            [0.5, 0.45, 0.05, 0.0],
+            [0.1, 0.0, 0.0, 0.0],
+        ]
+    )
+    assert seekr.select_heads(importance, 2, 3) == [
+        (1, 0),
+        (2, 0),
+        (2, 1),
+    ]  # (0, 0) is the top head, not chosen
+    assert seekr.select_heads(importance, 2, 2) == [
+        (2, 0),
+        (2, 1),
+    ]  # layer 1 is chosen but keeps no head
     chosen = seekr.select_heads(importance, 3, 5)
     assert len(chosen) == 5 and {l for l, _ in chosen} <= {0, 1, 2}
 
@@ -112,15 +142,19 @@ def test_attention_kl_and_logit_distillation_by_hand():
     a = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0]])
     b = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
     assert seekr.attention_distill(a, a).item() == pytest.approx(0.0, abs=1e-6)
-    kl = (0.25 * math.log(0.25 / (0.5 + 1e-8)) + 0.75 * math.log(0.75 / (0.5 + 1e-8))) / 2  # row 0 adds 0
+    kl = (
+        0.25 * math.log(0.25 / (0.5 + 1e-8)) + 0.75 * math.log(0.75 / (0.5 + 1e-8))
+    ) / 2  # row 0 adds 0
     assert seekr.attention_distill(a, b).item() == pytest.approx(kl, rel=1e-5) and kl > 0
-    assert seekr.attention_distill(a, b, effective=True).item() == pytest.approx(2 * 0.25 ** 2 / 2)
+    assert seekr.attention_distill(a, b, effective=True).item() == pytest.approx(2 * 0.25**2 / 2)
 
     logits = torch.tensor([[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]])  # (1, 2, V)
     y = torch.tensor([[-1, 1]])  # only position 1 is an answer position
     teacher = F.log_softmax(torch.tensor([[1.0, 1.0, -1.0]]), -1)
     p, s = teacher.exp()[0], F.log_softmax(torch.tensor([2.0, 0.0, 0.0]), -1)
-    assert seekr.logit_distill(logits, y, teacher).item() == pytest.approx(-(p * s).sum().item(), rel=1e-6)
+    assert seekr.logit_distill(logits, y, teacher).item() == pytest.approx(
+        -(p * s).sum().item(), rel=1e-6
+    )
     same = seekr.logit_distill(logits, y, F.log_softmax(logits[y != -1], -1)).item()
     entropy = -(F.softmax(logits[0, 1], -1) * F.log_softmax(logits[0, 1], -1)).sum().item()
     assert same == pytest.approx(entropy, rel=1e-6)  # CE to itself is the entropy, its minimum
@@ -138,39 +172,80 @@ def test_figures_redraw_from_results_json_with_untrained_tasks_blank(tmp_path, m
     """R.png numbers only the tasks trained so far (i <= t); acc_over_time.png starts each task's line at the step
     it was trained; heads.png has a colour bar per task."""
     R = [[0.9, 0.3, 0.0], [0.1, 0.8, 0.0], [0.0, 0.0, 0.7]]
-    res = dict(method="seekr", replay=0.01, tasks=["a", "b", "c"], R=R, OP=0.23, BWT=-0.8, seed=1,
-               heads=[[[0, 1]], [[1, 0]], [[1, 1]]], importance=[[[1e-6, 2e-6], [3e-6, 4e-6]]] * 3)
+    res = dict(
+        method="seekr",
+        replay=0.01,
+        tasks=["a", "b", "c"],
+        R=R,
+        OP=0.23,
+        BWT=-0.8,
+        seed=1,
+        heads=[[[0, 1]], [[1, 0]], [[1, 1]]],
+        importance=[[[1e-6, 2e-6], [3e-6, 4e-6]]] * 3,
+    )
     (tmp_path / "results.json").write_text(json.dumps(res))
     import matplotlib.pyplot as plt
+
     figures, savefig = {}, plt.Figure.savefig
-    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, path, **kw: (figures.update({Path(path).name: fig}),
-                                                                         savefig(fig, path, **kw)))
+    monkeypatch.setattr(
+        plt.Figure,
+        "savefig",
+        lambda fig, path, **kw: (figures.update({Path(path).name: fig}), savefig(fig, path, **kw)),
+    )
     seekr.plot_results(tmp_path)
-    assert all((tmp_path / name).stat().st_size > 0 for name in ("R.png", "acc_over_time.png", "heads.png"))
-    assert sorted(t.get_text() for t in figures["R.png"].axes[0].texts) == ["0.00", "0.00", "0.10", "0.70", "0.80",
-                                                                              "0.90"]  # no 0.30: b not trained yet
-    lines = [line for line in figures["acc_over_time.png"].axes[0].get_lines() if len(line.get_xdata()) > 1]
-    assert [round(min(line.get_xdata())) for line in lines] == [1, 2]  # a from step 1, b from 2; c is one point
+    assert all(
+        (tmp_path / name).stat().st_size > 0 for name in ("R.png", "acc_over_time.png", "heads.png")
+    )
+    assert sorted(t.get_text() for t in figures["R.png"].axes[0].texts) == [
+        "0.00",
+        "0.00",
+        "0.10",
+        "0.70",
+        "0.80",
+        "0.90",
+    ]  # no 0.30: b not trained yet
+    lines = [
+        line
+        for line in figures["acc_over_time.png"].axes[0].get_lines()
+        if len(line.get_xdata()) > 1
+    ]
+    assert [round(min(line.get_xdata())) for line in lines] == [
+        1,
+        2,
+    ]  # a from step 1, b from 2; c is one point
     assert len(figures["heads.png"].axes) == 6  # three panels, three colour bars
 
 
 class Successor(torch.nn.Module):
     """A stub language model with scripted greedy choices: after byte c comes c + 1, after "e" the end token."""
+
     def __init__(self, block_size):
         super().__init__()
-        self.config = GPTConfig(vocab_size=320, block_size=block_size, n_layer=1, n_head=1, n_embd=8)
+        self.config = GPTConfig(
+            vocab_size=320, block_size=block_size, n_layer=1, n_head=1, n_embd=8
+        )
 
     def forward(self, idx):
         nxt = torch.where(idx == ord("e"), 256, idx + 1)
-        return F.one_hot(nxt, 320).float() + 0.5 * F.one_hot(torch.full_like(idx, 300), 320), None  # 300: padding id
+        return F.one_hot(nxt, 320).float() + 0.5 * F.one_hot(
+            torch.full_like(idx, 300), 320
+        ), None  # 300: padding id
 
 
 def test_batched_greedy_decoding_stops_per_row():
     from data import get_tokenizer
+
     tok = get_tokenizer("bytes")
     prompts = [b"ab", b"xyz: c", b"e", b"0123", b"d"]
-    got = seekr.greedy_answers(Successor(block_size=9), tok, [list(p) for p in prompts], 5, "cpu",
-                               torch.autocast("cpu", enabled=False), batch_size=3)
+    got = seekr.greedy_answers(
+        Successor(block_size=9),
+        tok,
+        [list(p) for p in prompts],
+        5,
+        "cpu",
+        torch.autocast("cpu", enabled=False),
+        batch_size=3,
+    )
     want = []
     for p in prompts:  # the same rule, one prompt at a time, within block_size 9
         out, last = b"", p[-1]
@@ -178,19 +253,25 @@ def test_batched_greedy_decoding_stops_per_row():
             last += 1
             out += bytes([last])
         want.append(out.decode())
-    assert got == want == ["cde", "de", "", "45678", "e"]  # "0123": 5 new tokens; "xyz: c": the block's end
+    assert (
+        got == want == ["cde", "de", "", "45678", "e"]
+    )  # "0123": 5 new tokens; "xyz: c": the block's end
 
 
-@pytest.mark.parametrize("attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")])
+@pytest.mark.parametrize(
+    "attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")]
+)
 def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
     """Right after a task is stored, a replay batch of records of different lengths has AD = 0 and LD = the
     teacher's entropy (its minimum): teacher maps and logits taken record by record line up with the batch's."""
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, pos=pos)).eval()
     heads = [[(0, 1), (1, 0)], [(1, 1)]]
-    batch = [{"prompt": [1, 2, 3, 4, 5, 6], "answer": [7, 63], "task": 0},
-             {"prompt": [9, 8], "answer": [7, 63], "task": 1},
-             {"prompt": [5, 5, 5], "answer": [2, 3, 4, 63], "task": 0}]
+    batch = [
+        {"prompt": [1, 2, 3, 4, 5, 6], "answer": [7, 63], "task": 0},
+        {"prompt": [9, 8], "answer": [7, 63], "task": 1},
+        {"prompt": [5, 5, 5], "answer": [2, 3, 4, 63], "task": 0},
+    ]
     entropy = []
     for r in batch:
         n = len(r["prompt"]) + len(r["answer"]) - 1
@@ -200,37 +281,72 @@ def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
         x, y = seekr.pad_batch([(r["prompt"], r["answer"])], 63, "cpu", seekr.pad_tail(model))
         r["logp"] = F.log_softmax(model(x)[0][y != -1], -1).detach()
         entropy += (-(r["logp"].exp() * r["logp"]).sum(-1)).tolist()
-    terms, parts = seekr.replay_loss(model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu",
-                                     torch.autocast("cpu", enabled=False))
+    terms, parts = seekr.replay_loss(
+        model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu", torch.autocast("cpu", enabled=False)
+    )
     assert parts["ad"] == pytest.approx(0.0, abs=1e-7)
     assert parts["ld"] == pytest.approx(sum(entropy) / len(entropy), rel=1e-6)
-    assert terms["ad"].item() == pytest.approx(1000.0 * parts["ad"], abs=1e-4)  # the weighted terms: β·AD, α·LD
-    assert terms["ld"].item() == pytest.approx(0.5 * parts["ld"], rel=1e-6) and terms["lm"].requires_grad
+    assert terms["ad"].item() == pytest.approx(
+        1000.0 * parts["ad"], abs=1e-4
+    )  # the weighted terms: β·AD, α·LD
+    assert (
+        terms["ld"].item() == pytest.approx(0.5 * parts["ld"], rel=1e-6)
+        and terms["lm"].requires_grad
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # end to end: a tiny base, three tiny tasks in TRACE's layout, every method
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained base (tiny preset, 20 steps) and a three-task folder in TRACE's layout."""
     tmp = tmp_path_factory.mktemp("continual")
     import argparse
+
     (tmp / "corpus.txt").write_text(Path(argparse.__file__).read_text())
-    train.main(["--preset=tiny", f"--dataset=text:{tmp / 'corpus.txt'}", f"--data_dir={tmp / 'data'}",
-                f"--out_dir={tmp / 'base'}", "--max_iters=20", "--sample_tokens=0", "--device=cpu"])
-    for name, fn in (("add", lambda a, b: str(a + b)), ("first", lambda a, b: str(a)), ("max", lambda a, b: str(max(a, b)))):
-        rec = [{"prompt": f"{name} {a} {b}: ", "answer": fn(a, b)} for a in range(8) for b in range(8)]
+    train.main(
+        [
+            "--preset=tiny",
+            f"--dataset=text:{tmp / 'corpus.txt'}",
+            f"--data_dir={tmp / 'data'}",
+            f"--out_dir={tmp / 'base'}",
+            "--max_iters=20",
+            "--sample_tokens=0",
+            "--device=cpu",
+        ]
+    )
+    for name, fn in (
+        ("add", lambda a, b: str(a + b)),
+        ("first", lambda a, b: str(a)),
+        ("max", lambda a, b: str(max(a, b))),
+    ):
+        rec = [
+            {"prompt": f"{name} {a} {b}: ", "answer": fn(a, b)} for a in range(8) for b in range(8)
+        ]
         (tmp / "tasks" / name).mkdir(parents=True)
         (tmp / "tasks" / name / "train.json").write_text(json.dumps(rec[:56]))
-        (tmp / "tasks" / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rec[56:]))
+        (tmp / "tasks" / name / "test.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rec[56:])
+        )
     return tmp
 
 
 def continual_args(base, out, *extra):
-    return ["--mode=continual", f"--init_from={base / 'base'}", f"--tasks={base / 'tasks'}", f"--out_dir={out}",
-            "--iters_per_task=6", "--batch_size=4", "--device=cpu", "--replay=0.1", "--replay_cycle=2",
-            "--log_interval=3", *extra]
+    return [
+        "--mode=continual",
+        f"--init_from={base / 'base'}",
+        f"--tasks={base / 'tasks'}",
+        f"--out_dir={out}",
+        "--iters_per_task=6",
+        "--batch_size=4",
+        "--device=cpu",
+        "--replay=0.1",
+        "--replay_cycle=2",
+        "--log_interval=3",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +360,20 @@ def runs(base):
 @pytest.mark.parametrize("method", seekr.METHODS)
 def test_every_method_runs_end_to_end(runs, method):
     res = json.loads((runs / method / "results.json").read_text())
-    assert res["tasks"] == ["add", "first", "max"] and len(res["R"]) == 3 and all(len(r) == 3 for r in res["R"])
+    assert (
+        res["tasks"] == ["add", "first", "max"]
+        and len(res["R"]) == 3
+        and all(len(r) == 3 for r in res["R"])
+    )
     assert all(0 <= a <= 1 for r in res["R"] for a in r)
     assert res["OP"] == pytest.approx(sum(res["R"][-1]) / 3)
     assert res["general_before"] > 0 and res["general_after"] > 0 and res["seconds"] > 0
     for png in ("R.png", "acc_over_time.png") + (("heads.png",) if method == "seekr" else ()):
         assert (runs / method / png).stat().st_size > 0
     rows = [json.loads(line) for line in (runs / method / "log.jsonl").read_text().splitlines()]
-    if method == "seekr":  # tiny preset: 2 layers x 2 heads -> budgets 2 layers (75%, rounded up), 1 head
+    if (
+        method == "seekr"
+    ):  # tiny preset: 2 layers x 2 heads -> budgets 2 layers (75%, rounded up), 1 head
         assert len(res["heads"]) == 3 and all(len(h) == 1 for h in res["heads"])
     else:
         assert res["heads"] == []
@@ -260,40 +382,79 @@ def test_every_method_runs_end_to_end(runs, method):
         assert all("replay_ld" not in r for r in rows if r["task"] == 0)
         assert any("replay_ad" in r for r in rows) == (method == "seekr")
     if method == "lwf":
-        assert all("ld" not in r for r in rows if r["task"] == 0) and any("ld" in r for r in rows if r["task"] > 0)
+        assert all("ld" not in r for r in rows if r["task"] == 0) and any(
+            "ld" in r for r in rows if r["task"] > 0
+        )
 
 
 def test_same_first_task_for_every_method_and_the_table(runs):
     """Before any buffer or teacher exists every method is plain fine-tuning: identical first rows of R."""
     import eval as evaluate
+
     first = {m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in seekr.METHODS}
     assert all(r == first["seqft"] for r in first.values()), first
     table = evaluate.continual_table([runs / m for m in seekr.METHODS]).splitlines()
-    assert len(table) == 2 + len(seekr.METHODS) and all(f"| {m} |" in table[2 + k] for k, m in enumerate(seekr.METHODS))
+    assert len(table) == 2 + len(seekr.METHODS) and all(
+        f"| {m} |" in table[2 + k] for k, m in enumerate(seekr.METHODS)
+    )
 
 
 @pytest.mark.parametrize("attention", ["diff", "dape"])
 def test_seekr_runs_on_diff_and_dape_bases(base, attention, tmp_path):
-    train.main(["--preset=tiny", f"--dataset=text:{base / 'corpus.txt'}", f"--data_dir={base / 'data'}",
-                f"--out_dir={tmp_path / 'base'}", "--max_iters=4", "--sample_tokens=0", "--device=cpu",
-                f"--attention={attention}"])
-    train.main(["--mode=continual", f"--init_from={tmp_path / 'base'}", f"--tasks={base / 'tasks'}",
-                f"--out_dir={tmp_path / 'cl'}", "--task_order=add,max", "--iters_per_task=4", "--batch_size=4",
-                "--device=cpu", "--replay=0.1", "--replay_cycle=1", "--method=seekr"])
+    train.main(
+        [
+            "--preset=tiny",
+            f"--dataset=text:{base / 'corpus.txt'}",
+            f"--data_dir={base / 'data'}",
+            f"--out_dir={tmp_path / 'base'}",
+            "--max_iters=4",
+            "--sample_tokens=0",
+            "--device=cpu",
+            f"--attention={attention}",
+        ]
+    )
+    train.main(
+        [
+            "--mode=continual",
+            f"--init_from={tmp_path / 'base'}",
+            f"--tasks={base / 'tasks'}",
+            f"--out_dir={tmp_path / 'cl'}",
+            "--task_order=add,max",
+            "--iters_per_task=4",
+            "--batch_size=4",
+            "--device=cpu",
+            "--replay=0.1",
+            "--replay_cycle=1",
+            "--method=seekr",
+        ]
+    )
     res = json.loads((tmp_path / "cl" / "results.json").read_text())
     assert len(res["R"]) == 2 and len(res["heads"]) == 2
     rows = [json.loads(line) for line in (tmp_path / "cl" / "log.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(r["replay_ad"]) for r in rows if "replay_ad" in r) and any("replay_ad" in r for r in rows)
+    assert all(math.isfinite(r["replay_ad"]) for r in rows if "replay_ad" in r) and any(
+        "replay_ad" in r for r in rows
+    )
 
 
 def test_budgets_and_query_rows_are_respected(base, tmp_path):
-    train.main(continual_args(base, tmp_path / "s", "--method=seekr", "--seekr_layer_budget=1",
-                              "--seekr_head_budget=2", "--seekr_query_budget=3"))
+    train.main(
+        continual_args(
+            base,
+            tmp_path / "s",
+            "--method=seekr",
+            "--seekr_layer_budget=1",
+            "--seekr_head_budget=2",
+            "--seekr_query_budget=3",
+        )
+    )
     res = json.loads((tmp_path / "s" / "results.json").read_text())
     assert all(len(h) == 2 and len({l for l, _ in h}) == 1 for h in res["heads"])
     buffers = torch.load(tmp_path / "s" / "ckpt.pt", weights_only=True)["buffers"]
     for r in (r for buffer in buffers for r in buffer):
-        assert len(r["rows"]) == 3 and r["maps"].shape[:2] == (2, 3)  # 2 heads x 3 query rows x keys
+        assert len(r["rows"]) == 3 and r["maps"].shape[:2] == (
+            2,
+            3,
+        )  # 2 heads x 3 query rows x keys
 
 
 def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkeypatch):
@@ -306,6 +467,7 @@ def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkey
         saves.append(obj["task"])
         if obj["task"] == 1:
             raise KeyboardInterrupt  # killed right after the first task's checkpoint
+
     seekr_save = seekr.save_atomic
     monkeypatch.setattr(seekr, "save_atomic", save_then_die)
     with pytest.raises(KeyboardInterrupt):
@@ -313,52 +475,98 @@ def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkey
     monkeypatch.undo()
     train.main(continual_args(base, tmp_path / "cut", *args, "--resume"))
     whole, cut = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "cut"))
-    assert cut["R"] == whole["R"] and cut["heads"] == whole["heads"] and cut["importance"] == whole["importance"]
-    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("whole", "cut"))
+    assert (
+        cut["R"] == whole["R"]
+        and cut["heads"] == whole["heads"]
+        and cut["importance"] == whole["importance"]
+    )
+    a, b = (
+        torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("whole", "cut")
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_continual_flags_give_one_line(base, tmp_path):
     def err(*args):
-        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         one_line_error(proc)
         return proc.stderr
+
     assert "--init_from" in err("--mode=continual")
     assert "seqft, replay, der, lwf, seekr" in err("--mode=continual", "--method=ewc")
     assert "--replay" in err(*continual_args(base, tmp_path / "r", "--method=replay", "--replay=0"))
-    assert "no such folder" in err(*continual_args(base, tmp_path / "t", "--tasks=" + str(tmp_path / "nowhere")))
+    assert "no such folder" in err(
+        *continual_args(base, tmp_path / "t", "--tasks=" + str(tmp_path / "nowhere"))
+    )
     (tmp_path / "long" / "essay").mkdir(parents=True)  # the tiny base's block_size is 64 tokens
     for split in ("train", "test"):
-        (tmp_path / "long" / "essay" / f"{split}.json").write_text(json.dumps([{"prompt": "x" * 80, "answer": "y"}]))
-    assert "--block_size=64" in err(*continual_args(base, tmp_path / "b", f"--tasks={tmp_path / 'long'}"))
+        (tmp_path / "long" / "essay" / f"{split}.json").write_text(
+            json.dumps([{"prompt": "x" * 80, "answer": "y"}])
+        )
+    assert "--block_size=64" in err(
+        *continual_args(base, tmp_path / "b", f"--tasks={tmp_path / 'long'}")
+    )
 
 
 def test_settings_that_make_a_method_a_no_op_are_refused(base, tmp_path):
     """56 train records at batch 4 are 14 batches; a 10% buffer (6 records) is 2 replay batches, so by default a
     replay step comes every 14 // 2 = 7 steps: with 6 steps per task der would never replay, i.e. equal seqft."""
     for method in ("der", "seekr"):
-        with pytest.raises(ConfigError, match=f"--method={method} would take no replay step on task 2 \\(first\\): "
-                                              "its replay cycle is 7 micro-batches, more than the 6 of a task "
-                                              "\\(--iters_per_task=6 x --grad_accum=1\\)"):
-            train.main(continual_args(base, tmp_path / method, f"--method={method}", "--replay_cycle=0"))
+        with pytest.raises(
+            ConfigError,
+            match=f"--method={method} would take no replay step on task 2 \\(first\\): "
+            "its replay cycle is 7 micro-batches, more than the 6 of a task "
+            "\\(--iters_per_task=6 x --grad_accum=1\\)",
+        ):
+            train.main(
+                continual_args(base, tmp_path / method, f"--method={method}", "--replay_cycle=0")
+            )
         assert not (tmp_path / method / "ckpt.pt").exists()
-    one_line_error(subprocess.run([sys.executable, str(ROOT / "train.py"),
-                                   *continual_args(base, tmp_path / "cut", "--method=der", "--replay_cycle=9")],
-                                  capture_output=True, text=True, cwd=tmp_path), "replay cycle is 9 micro-batches")
+    one_line_error(
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *continual_args(base, tmp_path / "cut", "--method=der", "--replay_cycle=9"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        ),
+        "replay cycle is 9 micro-batches",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the replay micro-batch inside the optimizer step, and the gradient-balance readout
+
 
 def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.05):
     """A ContinualRun with only what train_task reads: a tiny model, task 0 finished (its 3-record buffer with
     stored logits), task 1 to train; progress() collects the logged rows instead of writing them."""
     torch.manual_seed(0)
     run = object.__new__(seekr.ContinualRun)
-    run.cfg = SimpleNamespace(weight_decay=0.1, lr=1e-2, beta1=0.9, beta2=0.95, method=method, grad_accum=grad_accum,
-                              batch_size=2, alpha=0.5, beta=10.0, balance_interval=balance_interval, log_interval=1,
-                              iters_per_task=1, grad_clip=grad_clip, replay_cycle=replay_cycle)
+    run.cfg = SimpleNamespace(
+        weight_decay=0.1,
+        lr=1e-2,
+        beta1=0.9,
+        beta2=0.95,
+        method=method,
+        grad_accum=grad_accum,
+        batch_size=2,
+        alpha=0.5,
+        beta=10.0,
+        balance_interval=balance_interval,
+        log_interval=1,
+        iters_per_task=1,
+        grad_clip=grad_clip,
+        replay_cycle=replay_cycle,
+    )
     run.model, run.device, run.autocast = GPT(tiny()), "cpu", torch.autocast("cpu", enabled=False)
     run.tok = SimpleNamespace(eot=63)
     records = [{"prompt": [1 + k, 2, 3], "answer": [4 + k, 63]} for k in range(6)]
@@ -368,7 +576,10 @@ def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.0
         x, y = seekr.record_batch(run.model, [r], 63, "cpu")
         r["logp"] = F.log_softmax(run.model(x)[0][y != -1], -1).detach()
     run.state = {"buffers": [buffer], "heads": []}
-    run.batch_gen, run.replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    run.batch_gen, run.replay_gen = (
+        torch.Generator().manual_seed(1),
+        torch.Generator().manual_seed(2),
+    )
     run.rows = []
     run.progress = lambda t, step, row, dt: run.rows.append(row)
     return run
@@ -399,12 +610,18 @@ def test_a_replay_micro_batch_joins_the_step_it_falls_in():
     steps = []
     plain_step = torch.optim.AdamW.step
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps.append(1), plain_step(self, *a, **k))[1])
+        mp.setattr(
+            torch.optim.AdamW,
+            "step",
+            lambda self, *a, **k: (steps.append(1), plain_step(self, *a, **k))[1],
+        )
         run.train_task(1)
     assert len(steps) == 1  # one optimizer step per new-task step, replay included
     for (name, want), got in zip(model.named_parameters(), run.model.parameters()):
         assert torch.allclose(got, want, atol=1e-6), name
-    assert run.rows[0]["replay_ld"] > 0 and "grad_norm" not in run.rows[0]  # the readout is off by default
+    assert (
+        run.rows[0]["replay_ld"] > 0 and "grad_norm" not in run.rows[0]
+    )  # the readout is off by default
 
 
 def test_the_balance_readout_matches_gradients_by_hand():
@@ -413,13 +630,21 @@ def test_the_balance_readout_matches_gradients_by_hand():
     batch_gen, replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     params = list(model.parameters())
     idx = torch.randint(3, (2,), generator=batch_gen).tolist()
-    new_task = model(*seekr.record_batch(model, [run.train_sets[1][i] for i in idx], 63, "cpu"))[1] / 2
+    new_task = (
+        model(*seekr.record_batch(model, [run.train_sets[1][i] for i in idx], 63, "cpu"))[1] / 2
+    )
     pool = run.state["buffers"][0]
     batch = [pool[i] for i in torch.randperm(3, generator=replay_gen)[:2].tolist()]
     x, y = seekr.record_batch(model, batch, 63, "cpu")
     logits, lm = model(x, y)
-    parts = {"lm": 0.5 * lm / 2, "ld": 0.5 * seekr.logit_distill(logits, y, torch.cat([r["logp"] for r in batch])) / 2}
-    grads = {k: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True) for k, v in parts.items()}
+    parts = {
+        "lm": 0.5 * lm / 2,
+        "ld": 0.5 * seekr.logit_distill(logits, y, torch.cat([r["logp"] for r in batch])) / 2,
+    }
+    grads = {
+        k: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+        for k, v in parts.items()
+    }
     total = torch.autograd.grad(new_task + parts["lm"] + parts["ld"], params, allow_unused=True)
     flat = lambda gs: torch.cat([g.flatten() for g in gs if g is not None])
     g = flat(total)
@@ -434,8 +659,14 @@ def test_the_balance_readout_matches_gradients_by_hand():
 
 
 def test_a_dominant_replay_part_is_named():
-    assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 45.0}) == "ad"
-    assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 30.0}) is None
+    assert (
+        seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 45.0})
+        == "ad"
+    )
+    assert (
+        seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 30.0})
+        is None
+    )
     assert seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0}) is None
     run = bare_run("der", grad_accum=1, replay_cycle=1)
     row = {"grad_lm": 1.0, "grad_ld": 50.0, "share_ld": 0.9}

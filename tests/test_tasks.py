@@ -1,4 +1,5 @@
 """data.py's continual-learning task suite: builtin tasks, TRACE-layout folders, encoding, the command line."""
+
 import contextlib
 import io
 import json
@@ -22,12 +23,18 @@ def builtin():
 
 
 def small_tasks():
-    return [("beta", [{"prompt": "b1 A: ", "answer": "x"}], [{"prompt": "b2 A: ", "answer": "y"}]),
-            ("alpha", [{"prompt": "a1 A: ", "answer": "1"}, {"prompt": "a2 A: ", "answer": "2"}],
-             [{"prompt": "a3 A: ", "answer": "3"}])]
+    return [
+        ("beta", [{"prompt": "b1 A: ", "answer": "x"}], [{"prompt": "b2 A: ", "answer": "y"}]),
+        (
+            "alpha",
+            [{"prompt": "a1 A: ", "answer": "1"}, {"prompt": "a2 A: ", "answer": "2"}],
+            [{"prompt": "a3 A: ", "answer": "3"}],
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- builtin tasks
+
 
 def test_builtin_tasks_are_deterministic_per_seed(builtin):
     assert data.builtin_tasks(seed=0) == builtin
@@ -42,22 +49,32 @@ def test_builtin_tasks_shape_and_limits(builtin):
     instructions = set()
     for name, train, test in builtin:
         assert (len(train), len(test)) == (2000, 200)
-        heads = {r["prompt"].split(":")[0] for r in train + test}  # the instruction word before the first ':'
+        heads = {
+            r["prompt"].split(":")[0] for r in train + test
+        }  # the instruction word before the first ':'
         assert len(heads) == 1, (name, heads)
         instructions |= heads
         for r in train + test:
-            assert set(r) == {"prompt", "answer"} and isinstance(r["prompt"], str) and isinstance(r["answer"], str)
+            assert (
+                set(r) == {"prompt", "answer"}
+                and isinstance(r["prompt"], str)
+                and isinstance(r["answer"], str)
+            )
             assert len(r["prompt"]) <= 80 and 1 <= len(r["answer"]) <= 8, r
             assert r["prompt"].endswith("A: ") and r["answer"] == r["answer"].strip(), r
             assert (r["prompt"] + r["answer"]).isascii(), r
         assert len({r["prompt"] for r in test}) == len(test)  # test prompts are distinct ...
-        assert not {r["prompt"] for r in test} & {r["prompt"] for r in train}  # ... and never seen in train
+        assert not {r["prompt"] for r in test} & {
+            r["prompt"] for r in train
+        }  # ... and never seen in train
     assert len(instructions) == len(builtin)  # every task has its own instruction
 
 
 def test_builtin_sizes_and_too_small_a_prompt_space():
     tasks = data.builtin_tasks(seed=3, n_train=50, n_test=7)
-    assert [(len(train), len(test)) for _, train, test in tasks] == [(50, 7)] * len(data.BUILTIN_TASKS)
+    assert [(len(train), len(test)) for _, train, test in tasks] == [(50, 7)] * len(
+        data.BUILTIN_TASKS
+    )
     with pytest.raises(DataError, match="sentiment.*too few distinct prompts"):
         data.builtin_tasks(n_test=7000)  # sentiment has 6240 distinct reviews
 
@@ -77,7 +94,9 @@ def test_sentiment_label_follows_words_and_negation(builtin):
 def test_arithmetic_answers_recomputed(builtin):
     for r in by_name(builtin)["arithmetic"]:
         a, b = map(int, re.findall(r"\d+", r["prompt"]))
-        assert 1 <= a <= 9 and 1 <= b <= 9 and " more." in r["prompt"]  # one-step sums below 10: learnable on CPU
+        assert (
+            1 <= a <= 9 and 1 <= b <= 9 and " more." in r["prompt"]
+        )  # one-step sums below 10: learnable on CPU
         assert r["answer"] == str(a + b), r
 
 
@@ -111,6 +130,7 @@ def test_extract_and_reverse_answers_recomputed(builtin):
 
 # ----------------------------------------------------------------------------- folders in TRACE's layout
 
+
 def test_write_then_load_round_trips_in_name_order(tmp_path, builtin):
     data.write_tasks(builtin, tmp_path / "suite")
     assert (tmp_path / "suite" / "python" / "train.json").is_file()
@@ -135,12 +155,20 @@ def test_order_picks_and_reorders_builtin_too(tmp_path):
 def test_jsonl_files_are_accepted(tmp_path):
     task = tmp_path / "t"
     task.mkdir()
-    records = [{"prompt": "q1 A: ", "answer": "1"}, {"prompt": "q2 A: ", "answer": "2", "source": "extra"}]
-    (task / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n\n")  # blank lines skipped
+    records = [
+        {"prompt": "q1 A: ", "answer": "1"},
+        {"prompt": "q2 A: ", "answer": "2", "source": "extra"},
+    ]
+    (task / "train.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in records) + "\n\n"
+    )  # blank lines skipped
     (task / "test.json").write_text(json.dumps(records[:1]))
     [(name, train, test)] = data.load_tasks(str(tmp_path))
     assert name == "t" and test == records[:1]
-    assert train == [records[0], {"prompt": "q2 A: ", "answer": "2"}]  # keys other than prompt/answer dropped
+    assert train == [
+        records[0],
+        {"prompt": "q2 A: ", "answer": "2"},
+    ]  # keys other than prompt/answer dropped
 
 
 def write_task(root, name, train, test, train_name="train.json"):
@@ -168,23 +196,49 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
         data.load_tasks(str(tmp_path / "both"))
 
 
-@pytest.mark.parametrize("train_name, text, match", [
-    ("train.json", '[\n {"prompt": "p", "answer": "a"},\n {"prompt": "p" "answer": "a"}\n]',
-     r"train.json line 3: not valid JSON"),
-    ("train.jsonl", '{"prompt": "p", "answer": "a"}\n{"prompt": "p",\n', r"train.jsonl line 2: not valid JSON"),
-    ("train.json", '{"prompt": "p", "answer": "a"}', r"train.json is not a JSON list"),
-    ("train.json", "[]", r"train.json has no records"),
-    ("train.jsonl", "\n", r"train.jsonl has no records"),
-    ("train.json", '[{"prompt": "p", "answer": "a"}, {"prompt": "p", "answer": 3}]',
-     r"train.json: record 1 \(0-based\) has no string \"answer\""),
-    ("train.json", '[{"prompt": "p", "answer": "a"}, ["p", "a"]]', r"train.json: record 1 .*has no string \"prompt\""),
-    ("train.jsonl", '{"prompt": "p", "answer": "a"}\n\n{"answer": "a"}\n',
-     r"train.jsonl: record 1 \(0-based, line 3\) has no string \"prompt\""),
-    ("train.json", '[{"prompt": "p", "answer": "a"}, {"prompt": "p", "answer": ""}]',
-     r"train.json: record 1 \(0-based\) has an empty \"answer\" \(''\)"),
-    ("train.jsonl", '{"prompt": "p", "answer": "a"}\n{"prompt": "p", "answer": " \\t\\n"}\n',
-     r"train.jsonl: record 1 \(0-based, line 2\) has an empty \"answer\" \(' \\t\\n'\)"),
-])
+@pytest.mark.parametrize(
+    "train_name, text, match",
+    [
+        (
+            "train.json",
+            '[\n {"prompt": "p", "answer": "a"},\n {"prompt": "p" "answer": "a"}\n]',
+            r"train.json line 3: not valid JSON",
+        ),
+        (
+            "train.jsonl",
+            '{"prompt": "p", "answer": "a"}\n{"prompt": "p",\n',
+            r"train.jsonl line 2: not valid JSON",
+        ),
+        ("train.json", '{"prompt": "p", "answer": "a"}', r"train.json is not a JSON list"),
+        ("train.json", "[]", r"train.json has no records"),
+        ("train.jsonl", "\n", r"train.jsonl has no records"),
+        (
+            "train.json",
+            '[{"prompt": "p", "answer": "a"}, {"prompt": "p", "answer": 3}]',
+            r"train.json: record 1 \(0-based\) has no string \"answer\"",
+        ),
+        (
+            "train.json",
+            '[{"prompt": "p", "answer": "a"}, ["p", "a"]]',
+            r"train.json: record 1 .*has no string \"prompt\"",
+        ),
+        (
+            "train.jsonl",
+            '{"prompt": "p", "answer": "a"}\n\n{"answer": "a"}\n',
+            r"train.jsonl: record 1 \(0-based, line 3\) has no string \"prompt\"",
+        ),
+        (
+            "train.json",
+            '[{"prompt": "p", "answer": "a"}, {"prompt": "p", "answer": ""}]',
+            r"train.json: record 1 \(0-based\) has an empty \"answer\" \(''\)",
+        ),
+        (
+            "train.jsonl",
+            '{"prompt": "p", "answer": "a"}\n{"prompt": "p", "answer": " \\t\\n"}\n',
+            r"train.jsonl: record 1 \(0-based, line 2\) has an empty \"answer\" \(' \\t\\n'\)",
+        ),
+    ],
+)
 def test_bad_task_files_name_the_file_and_place(tmp_path, train_name, text, match):
     write_task(tmp_path, "t", text, GOOD, train_name)
     with pytest.raises(DataError, match=match) as e:
@@ -197,8 +251,10 @@ def test_an_empty_test_answer_is_refused_in_one_line(tmp_path):
     write_task(tmp_path, "t", GOOD, json.dumps(records))
     with pytest.raises(DataError) as e:
         data.load_tasks(str(tmp_path))
-    assert str(e.value) == (f"{tmp_path / 't' / 'test.json'}: record 1 (0-based) has an empty \"answer\" (''); "
-                            "give it the expected output or remove the record")
+    assert str(e.value) == (
+        f"{tmp_path / 't' / 'test.json'}: record 1 (0-based) has an empty \"answer\" (''); "
+        "give it the expected output or remove the record"
+    )
 
 
 def test_an_empty_test_split_is_refused(tmp_path):
@@ -211,13 +267,16 @@ def test_unknown_or_repeated_order_names(tmp_path):
     with pytest.raises(DataError, match=r"'cypher'.*sentiment, arithmetic.*did you mean cipher\?"):
         data.load_tasks("builtin", order=["sentiment", "cypher"])
     data.write_tasks(small_tasks(), tmp_path)
-    with pytest.raises(DataError, match=r"'gamma', which is not a task in .*\(tasks: alpha, beta\)$"):
+    with pytest.raises(
+        DataError, match=r"'gamma', which is not a task in .*\(tasks: alpha, beta\)$"
+    ):
         data.load_tasks(str(tmp_path), order=["gamma"])
     with pytest.raises(DataError, match=r"lists alpha more than once"):
         data.load_tasks(str(tmp_path), order=["alpha", "beta", "alpha"])
 
 
 # ----------------------------------------------------------------------------- tokens
+
 
 def test_encode_record_splits_exactly_and_ends_with_eot(builtin):
     tok = data.get_tokenizer("bytes")
@@ -231,8 +290,12 @@ def test_encode_record_splits_exactly_and_ends_with_eot(builtin):
 
 def test_check_task_lengths(builtin):
     tok = data.get_tokenizer("bytes")
-    data.check_task_lengths(builtin, tok, 80 + 8)  # the builtin limits, in bytes (eot is a target, not an input)
-    with pytest.raises(DataError, match=r"task sentiment: train record 0 is \d+ tokens.*--block_size=16"):
+    data.check_task_lengths(
+        builtin, tok, 80 + 8
+    )  # the builtin limits, in bytes (eot is a target, not an input)
+    with pytest.raises(
+        DataError, match=r"task sentiment: train record 0 is \d+ tokens.*--block_size=16"
+    ):
         data.check_task_lengths(builtin, tok, 16)
     tasks = [("t", [{"prompt": "abc", "answer": "d"}], [{"prompt": "abcdef", "answer": "g"}])]
     data.check_task_lengths(tasks, tok, 7)
@@ -242,28 +305,47 @@ def test_check_task_lengths(builtin):
 
 # ----------------------------------------------------------------------------- command line
 
+
 def run_cli(*args):
-    return subprocess.run([sys.executable, "data.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "data.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_cli_writes_the_builtin_tasks(tmp_path):
     r = run_cli(f"--write_tasks={tmp_path / 'suite'}", "--seed=1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert len(lines) == len(data.BUILTIN_TASKS) and all("2000 train, 200 test" in line for line in lines)
-    assert data.load_tasks(str(tmp_path / "suite"), order=list(data.BUILTIN_TASKS)) == data.builtin_tasks(seed=1)
+    assert len(lines) == len(data.BUILTIN_TASKS) and all(
+        "2000 train, 200 test" in line for line in lines
+    )
+    assert data.load_tasks(
+        str(tmp_path / "suite"), order=list(data.BUILTIN_TASKS)
+    ) == data.builtin_tasks(seed=1)
 
 
 def test_cli_bad_usage_is_one_line_and_exit_2():
     r = run_cli("--out=x")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == "error: unexpected argument '--out=x'; usage: python data.py --write_tasks=DIR [--seed=N]\n"
+    assert (
+        r.stderr
+        == "error: unexpected argument '--out=x'; usage: python data.py --write_tasks=DIR [--seed=N]\n"
+    )
 
 
-@pytest.mark.parametrize("args, match", [([], "--write_tasks=DIR is required"), (["--write_tasks"], "unexpected"),
-                                         (["--write_tasks=x", "--seed=one"], "--seed=one is not an integer"),
-                                         (["x"], "unexpected argument 'x'")])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ([], "--write_tasks=DIR is required"),
+        (["--write_tasks"], "unexpected"),
+        (["--write_tasks=x", "--seed=one"], "--seed=one is not an integer"),
+        (["x"], "unexpected argument 'x'"),
+    ],
+)
 def test_cli_usage_errors(args, match):
     with pytest.raises(DataError, match=match + ".*usage: python data.py"):
         data.main(args)
