@@ -1,12 +1,13 @@
 """Training throughput of each attention type: `python bench.py [--preset=...] [--key=value ...]`.
 
-For one shape (a train.py preset, default `small` on CUDA and `cpu` elsewhere) and each attention type, times a
-full training step (forward, backward, AdamW) on random tokens and prints one table: ms/step, tokens/s, MFU and
-peak memory on CUDA, and each type's step time as a ratio to `standard` measured in the same process.
-`--mode=infer` instead times one no-grad forward of a single --infer_len-token sequence (batch 1) scored on its
-last 256 tokens, as `eval.py --mode=extrapolate` runs it, and reports its peak memory: CUDA's peak allocation, or
-on CPU the peak RSS of a fresh process that does only that (Python, torch and the weights included).
-It measures and prints; it asserts nothing.
+For one shape (a train.py preset, default `small` on CUDA and `cpu` elsewhere) and each attention
+type (attention.ATTENTIONS), times a full training step (forward, backward, AdamW) on random tokens
+and prints one table: ms/step, tokens/s, MFU and peak memory on CUDA, and each type's step time as
+a ratio to `standard` measured in the same process. `--mode=infer` instead times one no-grad
+forward of a single --infer_len-token sequence (batch 1) scored on its last 256 tokens, as
+`eval.py --mode=extrapolate` runs it, and reports its peak memory: CUDA's peak allocation, or on
+CPU the peak RSS of a fresh process that does only that (Python, torch and the weights included).
+`--mode=check` is the GPU check. It measures and prints; it asserts nothing.
 """
 
 import json
@@ -19,11 +20,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from attention import ATTENTIONS, POSITIONS
+from attention import ATTENTIONS
 from data import get_tokenizer
 from model import GPT, GPTConfig, model_config, peak_flops
-from plumbing import ConfigError, check_choice, check_ranges, cli, parse_flags, setup_device
+from plumbing import check_choice, check_ranges, cli, parse_flags, setup_device
 from train import PRESETS, Config
 
 
@@ -37,22 +39,22 @@ class BenchConfig:
     n_embd: int = 0
     batch_size: int = 0
     block_size: int = 0
-    mode: str = "train"  # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
+    # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
+    mode: str = "train"
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
-    dape_q_chunk: int = (
-        0  # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
-    )
+    # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
+    dape_q_chunk: int = 0
     steps: int = 10
     warmup: int = 3
-    rounds: int = 1  # the attention types are timed in turn this many times (A B C A B C ...); medians are reported
+    # the attention types are timed in turn this many times (A B C A B C ...); medians are reported
+    rounds: int = 1
     device: str = "auto"
     dtype: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
     json: bool = False  # one JSON object per attention type instead of the table
-    peak_tflops: float = (
-        0.0  # the GPU's dense bf16 peak for MFU, when model.PEAK_TFLOPS does not know its name
-    )
+    # the GPU's dense bf16 peak for MFU, when model.PEAK_TFLOPS does not know its name
+    peak_tflops: float = 0.0
 
     def __post_init__(self):
         for a in self.attentions.split(","):
@@ -111,7 +113,8 @@ def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmu
 
 
 def infer_once(run, n_vocab, T, q_chunk, device, dtype):
-    """(seconds, peak memory, memory held before the forward, parameters, pos) of one T-token no-grad forward."""
+    """(seconds, peak memory, memory held before the forward, parameters, pos) of one T-token
+    no-grad forward."""
     _, _, autocast = setup_device(device, dtype)
     torch.manual_seed(0)
     model = GPT(model_config(run, n_vocab)).to(device).eval()
@@ -145,7 +148,8 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
 def infer_table(cfg, runs, n_vocab, device, dtype):
     """runs: {attention: its train.Config}."""
     print(
-        f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} {'before forward':>15}"
+        f"{'attention':<10} {'pos':<7} {'params':>8} {'seconds':>8} {'peak mem':>9} "
+        f"{'before forward':>15}"
     )
     for attention, run in runs.items():
         args = (run, n_vocab, cfg.infer_len, cfg.q_chunk, device, dtype)
@@ -155,8 +159,8 @@ def infer_table(cfg, runs, n_vocab, device, dtype):
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 seconds, peak, before, params, pos = pool.apply(infer_once, args)
         print(
-            f"{attention:<10} {pos:<7} {params / 1e6:>7.2f}M {seconds:>8.2f} {peak / 2**30:>7.2f} GB "
-            f"{before / 2**30:>12.2f} GB"
+            f"{attention:<10} {pos:<7} {params / 1e6:>7.2f}M {seconds:>8.2f} "
+            f"{peak / 2**30:>7.2f} GB {before / 2**30:>12.2f} GB"
         )
 
 
@@ -191,22 +195,24 @@ def main(argv):
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
     if cfg.mode == "infer":
         print(
-            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one no-grad forward of "
-            f"1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk {cfg.q_chunk}; CPU memory is peak RSS"
+            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one "
+            f"no-grad forward of 1 x {cfg.infer_len} tokens, {device} {dtype}, DAPE q_chunk "
+            f"{cfg.q_chunk}; CPU memory is peak RSS"
         )
         return infer_table(cfg, runs, n_vocab, device, dtype)
     peak = cfg.peak_tflops * 1e12 or peak_flops(torch.device(device))
     if not cfg.json:
         print(
-            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch {run.batch_size} x "
-            f"{run.block_size} tokens, {device} {dtype}, {cfg.steps} timed steps after {cfg.warmup}"
+            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch "
+            f"{run.batch_size} x {run.block_size} tokens, {device} {dtype}, {cfg.steps} timed "
+            f"steps after {cfg.warmup}"
             f"{f', median of {cfg.rounds} rounds' if cfg.rounds > 1 else ''}"
-            f"{f', DAPE q_chunk {cfg.dape_q_chunk}' if cfg.dape_q_chunk else ''}; MFU from FLOPs counted by "
-            "torch.utils.flop_counter"
+            f"{f', DAPE q_chunk {cfg.dape_q_chunk}' if cfg.dape_q_chunk else ''}; "
+            "MFU from FLOPs counted by torch.utils.flop_counter"
         )
         print(
-            f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} "
-            f"{'peak mem':>9} {'time vs standard':>17}"
+            f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} "
+            f"{'tokens/s':>10} {'MFU':>6} {'peak mem':>9} {'time vs standard':>17}"
         )
     rows = time_types(cfg, runs, n_vocab, device, autocast, peak)
     for r in rows.values():
@@ -224,16 +230,19 @@ def main(argv):
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
         mem_gb = f"{r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "-"
         print(
-            f"{r['attention']:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e9:>9.4f} "
-            f"{r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x"
+            f"{r['attention']:<10} {r['pos']:<7} {r['params'] / 1e6:>7.2f}M "
+            f"{r['flops_per_token'] / 1e9:>9.4f} {r['ms_per_step']:>9.1f} "
+            f"{r['tokens_per_sec']:>10,.0f} {mfu:>6} {mem_gb:>9} {r['vs_standard']:>16.2f}x"
         )
 
 
 def time_types(cfg, runs, n_vocab, device, autocast, peak):
-    """{attention: its row} with the median step time over cfg.rounds; each round builds and times every type in
-    turn, so a machine whose speed drifts slows all of them alike. A type's row is rewritten each round, from the
-    median of its rounds so far: after the last round, the median of all."""
-    seconds, rows = {a: [] for a in runs}, {}
+    """{attention: its row} with the median step time over cfg.rounds; each round builds and times
+    every type in turn, so a machine whose speed drifts slows all of them alike. A type's row is
+    rewritten each round, from the median of its rounds so far: after the last round, the median
+    of all."""
+    seconds = {a: [] for a in runs}
+    rows = {}
     for _ in range(cfg.rounds):
         for attention, run in runs.items():
             torch.manual_seed(0)
@@ -258,18 +267,19 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
     return rows
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # the GPU check: python bench.py --mode=check
 
 
 def gpu_check():
-    """Everything a first GPU run should confirm, in one command; on a machine without CUDA the CUDA parts say
-    'skipped' and the rest runs. Prints; asserts nothing."""
+    """Everything a first GPU run should confirm, in one command; on a machine without CUDA the CUDA
+    parts say 'skipped' and the rest runs. Prints; asserts nothing."""
     cuda = torch.cuda.is_available()
     where = torch.cuda.get_device_name() if cuda else "no CUDA GPU: the CUDA parts are skipped"
     print(f"GPU check | {where} | torch {torch.__version__}")
     print(
-        "\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad through the maps"
+        "\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad "
+        "through the maps"
     )
     for attention, pos in attention_position_pairs():
         print(f"  {attention + '/' + pos:<16} " + check_pair(attention, pos, cuda))
@@ -284,8 +294,8 @@ def gpu_check():
     )
     if not cuda:
         print(
-            "  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 --out_dir=out/gpu_check_<time>, "
-            "python bench.py --preset=gpt2 --json"
+            "  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 "
+            "--out_dir=out/gpu_check_<time>, python bench.py --preset=gpt2 --json"
         )
         return
     for args in (
@@ -306,16 +316,8 @@ def gpu_check():
 
 
 def attention_position_pairs():
-    """Every (attention, pos) pair GPTConfig accepts."""
-    pairs = []
-    for attention in ATTENTIONS:
-        for pos in POSITIONS:
-            try:
-                GPTConfig(attention=attention, pos=pos)
-                pairs.append((attention, pos))
-            except ConfigError:
-                pass
-    return pairs
+    """Every (attention, pos) pair: each attention class's declared positions, in their order."""
+    return [(attention, pos) for attention, kind in ATTENTIONS.items() for pos in kind.positions]
 
 
 def tiny_model(attention, pos, device="cpu", T=32):
@@ -336,7 +338,8 @@ def tiny_model(attention, pos, device="cpu", T=32):
 
 
 def check_pair(attention, pos, cuda):
-    """fp32 loss and gradients on CPU vs CUDA, the bf16 loss, and ∂loss/∂(captured maps) on the fastest device."""
+    """fp32 loss and gradients on CPU vs CUDA, the bf16 loss, and ∂loss/∂(captured maps) on the
+    fastest device."""
     model, x, y = tiny_model(attention, pos)
     loss = model(x, y)[1]
     loss.backward()
@@ -366,12 +369,13 @@ def check_pair(attention, pos, cuda):
 
 
 def check_kernels(attention):
-    """Which SDPA backends run this attention type's forward + backward (DAPE uses none: it needs the scores)."""
-    if attention == "dape":
-        return "no SDPA: DAPE V2 materialises the T×T scores (explicit path only)"
+    """Which SDPA backends run this attention type's forward + backward; none when it calls no SDPA
+    at all (DAPE V2 needs the T×T scores: the explicit path only)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    model, x, y = tiny_model(attention, "rope", "cuda", T=256)
+    model, x, y = tiny_model(attention, ATTENTIONS[attention].default_pos, "cuda", T=256)
+    if not sdpa_calls(model, x, y):
+        return "no SDPA: it materialises the T×T scores (explicit path only)"
     works = []
     for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
         if not hasattr(SDPBackend, name):
@@ -386,6 +390,19 @@ def check_kernels(attention):
         except RuntimeError:
             pass
     return "runs on: " + (", ".join(works) or "none") + " (the first is what PyTorch picks)"
+
+
+def sdpa_calls(model, x, y):
+    """How many times a forward calls F.scaled_dot_product_attention."""
+    real = F.scaled_dot_product_attention
+    calls = []
+    F.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        with torch.no_grad():
+            model(x, y)
+    finally:
+        F.scaled_dot_product_attention = real
+    return len(calls)
 
 
 def check_graph_breaks(attention):

@@ -1,24 +1,28 @@
 """A GPT in one file: GPTConfig and GPT, nanoGPT-shaped, and the one way to build a run's model.
 
 The file, top to bottom:
-GPTConfig           the model's shape and kind; __post_init__ holds every model rule (attention, pos, norm, head
-                    sizes, DAPE's kernel, diff's even n_head), so a bad config is refused wherever one is built
-MLP, Block, GPT     the network; GPT.attention_maps() and GPT.set_q_chunk() are the doors into its attention
-model_keys, model_config    a run's config (train.Config, or the dict in a checkpoint) -> its GPTConfig
-peak_flops          a known GPU's bf16 peak, for MFU
+GPTConfig       the model's fields, declared once (a run's Config inherits them); __post_init__
+                holds every model rule (RANGES, choices, pos=auto, what the attention class
+                declares), so a bad config is refused wherever one is built
+MLP, Block, GPT the network; GPT.attention_maps() and GPT.set_q_chunk() are the doors into attention
+positions_in_words  an attention type's positions, for GPTConfig's error
+model_config    a run's config (train.Config, or the dict in a checkpoint) -> its GPTConfig;
+                model_keys, shape_keys, HOW_COMPUTED: which of its fields a checkpoint fixes
+peak_flops      a known GPU's bf16 peak, for MFU
 
 Design choices, up front:
-- Pre-norm blocks, x + attn(norm(x)), x + mlp(norm(x)); GELU MLP 4× wide; a final norm; LayerNorm or RMSNorm.
+- Pre-norm blocks, x + attn(norm(x)), x + mlp(norm(x)); GELU MLP 4× wide; a final norm; LayerNorm or
+  RMSNorm.
 - Tied embeddings: lm_head shares its weight with the token embedding (GPT-2). No biases by default.
-- Init N(0, 0.02); residual projections (every `c_proj`) N(0, 0.02/√(2·n_layer)) so the residual stream's variance
-  does not grow with depth (GPT-2 paper, §2.3).
-- Attention (and the positions that live inside it: rope, alibi, kerple) comes from attention.make_attention;
-  `learned` absolute positions are the only ones added here, to the embeddings. pos=auto means rope, or kerple
-  for DAPE V2 (whose conv needs a bias or none, never rope).
-- forward returns (logits, loss) like nanoGPT; logits cover every position (SEEKR and eval need them all).
-  Targets of -1 are ignored, so answer-only losses need no other code path.
-- attention_maps() runs the explicit attention path on chosen (layer, head)s and returns their maps: the one
-  door through which SEEKR (and anyone curious) reads attention.
+- Init N(0, 0.02); residual projections (every `c_proj`) N(0, 0.02/√(2·n_layer)) so the residual
+  stream's variance does not grow with depth (GPT-2 paper, §2.3).
+- Attention (and the positions that live inside it: rope, alibi, kerple) comes from
+  attention.make_attention; `learned` absolute positions are the only ones added here, to the
+  embeddings. pos=auto means the attention type's default_pos (rope; kerple for DAPE V2).
+- forward returns (logits, loss) like nanoGPT; logits cover every position (SEEKR and eval need them
+  all). Targets of -1 are ignored, so answer-only losses need no other code path.
+- attention_maps() runs the explicit attention path on chosen (layer, head)s and returns their maps:
+  the one door through which SEEKR (and anyone curious) reads attention.
 """
 
 import dataclasses
@@ -35,7 +39,7 @@ from attention import ATTENTIONS, POSITIONS, make_attention
 from plumbing import ConfigError, check_choice, check_ranges
 
 NORMS = ("layernorm", "rmsnorm")
-RANGES = dict(
+RANGES = dict(  # [ includes the end, ( excludes it
     vocab_size="[1, inf)",
     block_size="[2, inf)",
     n_layer="[1, inf)",
@@ -46,7 +50,7 @@ RANGES = dict(
     dape_kernel="[1, inf)",
     dape_channels="[1, inf)",
     dape_q_chunk="[0, inf)",
-)  # [ includes the end, ( excludes it
+)
 
 
 @dataclass
@@ -58,49 +62,52 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False
-    attention: str = "standard"
-    pos: str = "auto"  # rope; kerple for attention=dape
+    attention: str = "standard"  # a name in attention.ATTENTIONS
+    pos: str = "auto"  # auto: the attention type's default_pos (rope; kerple for dape)
     norm: str = "layernorm"
     rope_base: float = 10000.0
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
-    dape_q_chunk: int = (
-        0  # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
-    )
-    diff_subln: bool = (
-        True  # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
-    )
-    activation_checkpointing: bool = (
-        False  # recompute each block in backward: less memory, ~1/3 more compute
-    )
+    # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
+    dape_q_chunk: int = 0
+    # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
+    diff_subln: bool = True
+    # recompute each block in backward: less memory, ~1/3 more compute
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
-        """Every rule of the model's shape; a run's Config checks its model fields through this."""
+        """Every rule of the model's shape; a run's Config inherits it. The rules that depend on the
+        attention type read what its class declares (attention.Attention)."""
         check_ranges(self, RANGES)
         check_choice("attention", self.attention, ATTENTIONS)
+        kind = ATTENTIONS[self.attention]
         if self.pos == "auto":
-            self.pos = "kerple" if self.attention == "dape" else "rope"
+            self.pos = kind.default_pos
         check_choice("pos", self.pos, ("auto", *POSITIONS))
         check_choice("norm", self.norm, NORMS)
-        if self.attention == "dape" and self.pos not in ("kerple", "alibi", "nope"):
+        if self.pos not in kind.positions:
             raise ConfigError(
-                f"--attention=dape takes --pos=kerple (its default), alibi or nope, not --pos={self.pos}"
+                f"--attention={self.attention} takes --pos={positions_in_words(kind)}, "
+                f"not --pos={self.pos}"
             )
-        if self.dape_kernel < 1 or self.dape_kernel % 2 == 0:
+        if self.dape_kernel % 2 == 0:
             raise ConfigError(
-                f"--dape_kernel={self.dape_kernel} must be odd, so that padding k//2 keeps key positions"
+                f"--dape_kernel={self.dape_kernel} must be odd, "
+                "so that padding k//2 keeps key positions"
             )
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
-        if self.attention == "diff" and self.n_head % 2:
+        if kind.paired_heads and self.n_head % 2:
             raise ConfigError(
-                f"--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
-                f"even; got --n_head={self.n_head}"
+                f"--attention={self.attention} pairs heads into n_head/2 {kind.head_kind} heads, "
+                f"so --n_head must be even; got --n_head={self.n_head}"
             )
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:  # RoPE rotates channel pairs
+        head_size = self.n_embd // self.n_head
+        if self.pos == "rope" and head_size % 2:  # RoPE rotates channel pairs
             raise ConfigError(
-                f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / --n_head={self.n_head}"
-                f" = {self.n_embd // self.n_head}; change --n_embd or --n_head, or use another --pos"
+                f"--pos=rope needs an even head size, and --n_embd={self.n_embd} / "
+                f"--n_head={self.n_head} = {head_size}; "
+                "change --n_embd or --n_head, or use another --pos"
             )
 
 
@@ -161,7 +168,8 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding=False):
-        """Parameter count (tied weights once). non_embedding drops the position table, which does no matmul."""
+        """Parameter count (tied weights once). non_embedding drops the position table, which does
+        no matmul."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
@@ -177,8 +185,8 @@ class GPT(nn.Module):
         return logits, loss
 
     def features(self, idx):
-        """The final-normed hidden states (B, T, C) that lm_head turns into logits; eval on long sequences scores
-        only their tail, which spares the (T, vocab) logits."""
+        """The final-normed hidden states (B, T, C) that lm_head turns into logits; eval on long
+        sequences scores only their tail, which spares the (T, vocab) logits."""
         B, T = idx.shape
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
@@ -189,30 +197,26 @@ class GPT(nn.Module):
                 )
             x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
         x = self.transformer.drop(x)
-        recompute = (
-            self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
-        )
+        recompute = self.config.activation_checkpointing and self.training
+        recompute = recompute and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = (
-                torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                if recompute
-                else block(x)
-            )
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.transformer.ln_f(x)
 
     def load_weights(self, state, source):
-        """load_state_dict, with a checkpoint whose weights do not fit this model (a hand-edited or foreign file)
-        as one ConfigError naming the source."""
+        """load_state_dict, with a checkpoint whose weights do not fit this model (a hand-edited or
+        foreign file) as one ConfigError naming the source."""
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as e:
-            first = str(e).strip().splitlines()
-            reason = (
-                first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
-            )
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            reason = lines[1].strip() if len(lines) > 1 else lines[0]
             raise ConfigError(
-                f"{source}: its weights do not fit the model its config describes ({reason[:160]}); "
-                "pass a checkpoint written by train.py"
+                f"{source}: its weights do not fit the model its config describes "
+                f"({reason[:160]}); pass a checkpoint written by train.py"
             ) from None
 
     def attention_maps(self, idx, heads, targets=None):
@@ -230,19 +234,18 @@ class GPT(nn.Module):
         return logits, loss, maps
 
     def set_q_chunk(self, q_chunk):
-        """Query rows per chunk for every DAPE V2 layer (0: all at once), which bounds the memory of a long
-        no-grad forward; the other attention types have no chunks and ignore it."""
-        if self.config.attention == "dape":
-            for block in self.transformer.h:
+        """Query rows per chunk (0: all at once) for every layer that chunks its queries (DAPE V2's,
+        the ones with a q_chunk), which bounds the memory of a long no-grad forward; the other
+        attention types have no chunks and ignore it."""
+        for block in self.transformer.h:
+            if hasattr(block.attn, "q_chunk"):
                 block.attn.q_chunk = q_chunk
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 is greedy decoding."""
         for _ in range(max_new_tokens):
-            context = (
-                idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
-            )
+            context = idx[:, -self.config.block_size :]  # the last block_size tokens at most
             logits = self(context)[0][:, -1, :].float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
@@ -256,7 +259,8 @@ class GPT(nn.Module):
         return idx
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with weight decay on matrices (dim ≥ 2) only; norms, biases and λ-like vectors are not decayed."""
+        """AdamW with weight decay on matrices (dim ≥ 2) only; norms, biases and λ-like vectors are
+        not decayed."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -268,51 +272,54 @@ class GPT(nn.Module):
         )
 
     def flops_per_token(self, T=None):
-        """Training FLOPs per token (forward + backward) of this model at sequence length T (default block_size),
-        counted by torch.utils.flop_counter on a copy on the meta device (no memory, no compute): every matmul,
-        the attention products as the attention type computes them (diff's two maps, DAPE V2's convs) and the
-        lm_head. Cached per (config, T). For standard attention it is within ~0.1% of nanoGPT's 6N + 12·L·C·T."""
+        """Training FLOPs per token (forward + backward) at sequence length T (default block_size),
+        counted by torch.utils.flop_counter on a copy on the meta device (no memory, no compute):
+        every matmul, the attention products as the attention type computes them (diff's two maps,
+        DAPE V2's convs) and the lm_head. Cached per (config, T). For standard attention it is
+        within ~0.1% of nanoGPT's 6N + 12·L·C·T."""
         return counted_flops_per_token(self.config, T or self.config.block_size)
 
     def estimate_mfu(self, tokens_per_sec, peak):
-        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (None if unknown)."""
+        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (None if
+        unknown)."""
         return None if not peak else self.flops_per_token() * tokens_per_sec / peak
 
 
-def run_values(run):
-    """A run's config as {name: value}: a checkpoint's dict as it is, a dataclass (train.Config) by its fields."""
-    return (
-        run
-        if isinstance(run, dict)
-        else {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
-    )
+def positions_in_words(kind):
+    """An attention class's positions for an error: "kerple (its default), alibi or nope"."""
+    names = [f"{kind.default_pos} (its default)"]
+    names += [p for p in kind.positions if p != kind.default_pos]
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+DERIVED = ("vocab_size",)  # the tokenizer's, padded (model_config's n_vocab); never a run setting
+HOW_COMPUTED = ("activation_checkpointing", "dape_q_chunk")  # time and memory only, no number
 
 
 def model_keys(run):
-    """The names of GPTConfig's fields that the run config also has, in GPTConfig's order: the model's shape and
-    kind (vocab_size comes from the tokenizer, rope_base is not a run setting)."""
-    values = run_values(run)
-    return [f.name for f in dataclasses.fields(GPTConfig) if f.name in values]
-
-
-HOW_COMPUTED = (
-    "activation_checkpointing",
-    "dape_q_chunk",
-)  # change no number, only the time and the memory
+    """GPTConfig's fields that a run config sets, in GPTConfig's order, but the DERIVED ones.
+    run: a dataclass (train.Config, which inherits GPTConfig: every field) or a checkpoint's config
+    dict (one written before a field existed lacks it; model_config takes GPTConfig's default)."""
+    have = run if isinstance(run, dict) else vars(run)
+    return [
+        f.name for f in dataclasses.fields(GPTConfig) if f.name in have and f.name not in DERIVED
+    ]
 
 
 def shape_keys(run):
-    """The model_keys a checkpoint's weights fix (what --init_from and --resume take over or refuse to change):
-    all but HOW_COMPUTED."""
+    """The model_keys a checkpoint's weights fix (what --init_from and --resume take over or
+    refuse to change): all but HOW_COMPUTED."""
     return [k for k in model_keys(run) if k not in HOW_COMPUTED]
 
 
 def model_config(run, n_vocab):
-    """GPTConfig for a run, the vocabulary padded to a multiple of 64 (faster matmuls; GPT-2: 50257 -> 50304)."""
-    values = run_values(run)
-    return GPTConfig(
-        vocab_size=(n_vocab + 63) // 64 * 64, **{k: values[k] for k in model_keys(run)}
-    )
+    """GPTConfig for a run; the vocabulary is the tokenizer's n_vocab padded to a multiple of 64
+    (faster matmuls; GPT-2: 50257 -> 50304), whatever vocab_size the run holds."""
+    values = run if isinstance(run, dict) else vars(run)
+    vocab_size = (n_vocab + 63) // 64 * 64
+    return GPTConfig(vocab_size=vocab_size, **{k: values[k] for k in model_keys(run)})
 
 
 _FLOPS = {}  # (config, T) -> counted training FLOPs per token
@@ -333,8 +340,8 @@ def counted_flops_per_token(config, T):
     return _FLOPS[key]
 
 
-# Dense bf16 tensor-core peak FLOP/s by the exact name torch.cuda.get_device_name() reports (vendor datasheets,
-# no sparsity). An unknown GPU gets no MFU unless --peak_tflops gives its peak.
+# Dense bf16 tensor-core peak TFLOP/s by the exact name torch.cuda.get_device_name() reports
+# (vendor datasheets, no sparsity). An unknown GPU gets no MFU unless --peak_tflops gives its peak.
 PEAK_TFLOPS = {
     "NVIDIA H100 80GB HBM3": 989.4,
     "NVIDIA H100 PCIe": 756.5,
@@ -356,7 +363,8 @@ PEAK_TFLOPS = {
 
 
 def peak_flops(device):
-    """Dense bf16 peak FLOP/s of a known GPU (PEAK_TFLOPS, by exact name), else None (then no MFU is printed)."""
+    """Dense bf16 peak FLOP/s of a known GPU (PEAK_TFLOPS, by exact name), else None (then no MFU
+    is printed)."""
     if device.type != "cuda":
         return None
     tflops = PEAK_TFLOPS.get(torch.cuda.get_device_name(device))

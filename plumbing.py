@@ -1,49 +1,55 @@
-"""The plumbing every script shares; a leaf: it imports no other project file, and every project file may import it.
+"""The plumbing every script shares; a leaf: it imports no other project file.
 
-errors       ConfigError, DataError, check_choice, check_ranges   bad input, printed by cli() as one line, exit 2
-flags        parse_flags, print_help, cli          --key=value parsed by a dataclass's field types; --help lists them
-device       setup_device                          auto / cuda / cpu / mps, the dtype and its autocast context
+errors       ConfigError, DataError, check_choice, check_ranges: bad input, one line and exit 2
+flags        build_config, parse_flags, print_help, flag_fields, settings, cli
+device       RunConfig, setup_device, setup_process, join/leave_process_group, CtrlC
 checkpoints  checkpoint_path, load_checkpoint, save_atomic
-run folder   resume_checkpoint, start_run, refuse_a_checkpoint, lock_run_folder, open_run_folder, append_log, read_log
-RNG          rng_state, restore_rng                every generator a run draws from, saved and restored together
-text, plots  eta_text, tokens_per_step, pyplot
+run folder   RunFolder: resume, refuse, init_from, lock, config.json and log.jsonl in one `with`;
+             resumed_config, append_log, read_log (start_run, lock_run_folder, open_run_folder)
+RNG          rng_state, restore_rng: every generator a run draws from, saved and restored
+text         eta_text, Stopwatch, progress_text, interrupted_text, tokens_per_step, mean_std
 
-Design choices:
-- A config dataclass is the whole interface of a script: its fields are the flags, their types parse the values,
-  the comments beside them are the --help text, and its __post_init__ holds its rules, so a bad value is refused
-  wherever a config is built (flags, a resumed checkpoint's config, dataclasses.replace).
-- One run lifecycle for train.py and seekr.py (start_run): --resume reads the checkpoint's config and lets the
-  flags override it; an out_dir that already holds a checkpoint is never overwritten; --init_from takes the model's
-  shape from the source run and refuses flags that contradict its weights.
-- Checkpoints are written to a temp file and renamed, so a kill mid-write leaves the previous one whole.
+- A config dataclass is a script's interface: its fields are the flags, their types parse the
+  values, the comments beside (or right above) them are --help's text, its __post_init__ holds
+  the rules, so a bad value is refused wherever a config is built. A class attribute `not_flags`
+  names fields a run derives: no flags, and config.json leaves them out.
+- A new run never writes over a folder holding a checkpoint; --init_from takes the model's shape
+  from the source and refuses flags that contradict its weights. Checkpoints are written to a temp
+  file and renamed, so a kill mid-write leaves the previous one whole.
 """
 
 import atexit
 import dataclasses
 import difflib
+import gc
 import inspect
 import json
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 
 class ConfigError(ValueError):
-    """Bad configuration from the user (flags, checkpoints): printed as one line by cli(), no traceback."""
+    """Bad configuration from the user (flags, checkpoints): printed as one line by cli(), no
+    traceback."""
 
 
 class DataError(ValueError):
-    """Bad data from the user (corpora, token files, task folders): printed as one line by cli(), no traceback."""
+    """Bad data from the user (corpora, token files, task folders): printed as one line by cli(), no
+    traceback."""
 
 
 def check_choice(flag, value, allowed):
-    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them. An allowed ""
-    (a flag left unset) is not listed."""
+    """Raise ConfigError naming the allowed values (and the closest one) unless value is among them.
+    An allowed "" (a flag left unset) is not listed."""
     if value not in allowed:
         shown = [str(a) for a in allowed if a != ""]
         close = difflib.get_close_matches(str(value), shown, n=1)
@@ -52,8 +58,9 @@ def check_choice(flag, value, allowed):
 
 
 def check_ranges(cfg, ranges):
-    """Raise ConfigError for the first field of cfg outside its interval. ranges: {field: "[0, 1)"}, the
-    mathematician's notation: a square bracket includes the end, a round one excludes it, inf is unbounded."""
+    """Raise ConfigError for the first field of cfg outside its interval. ranges: {field: "[0, 1)"},
+    the mathematician's notation: a square bracket includes the end, a round one excludes it, inf
+    is unbounded."""
     for key, interval in ranges.items():
         value = getattr(cfg, key)
         low, high = (float(end) for end in interval[1:-1].split(","))
@@ -67,7 +74,7 @@ def check_ranges(cfg, ranges):
             raise ConfigError(f"--{key}={value} must {'be ' if high == math.inf else ''}{rule}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # flags
 
 
@@ -86,12 +93,24 @@ def parse_value(key, text, typ):
         ) from None
 
 
-def parse_flags(argv, config_cls, choices=None):
-    """argv -> dict of the fields set by flags, parsed by the field types. Unknown keys name the closest valid
-    ones; values of the fields in choices ({field: allowed values}) must be among the allowed ones."""
-    fields = {f.name: f.type for f in dataclasses.fields(config_cls)}
+def flag_fields(config_cls):
+    """The dataclass fields that are flags: all but those the class names in `not_flags`."""
+    hidden = getattr(config_cls, "not_flags", ())
+    return [f for f in dataclasses.fields(config_cls) if f.name not in hidden]
+
+
+def settings(cfg):
+    """{flag: value} of a config: what config.json and a checkpoint's "config" hold."""
+    return {f.name: getattr(cfg, f.name) for f in flag_fields(type(cfg))}
+
+
+def parse_flags(argv, config_cls, choices=None, defaults=None, note=""):
+    """argv -> dict of the fields set by flags, parsed by the field types. Unknown keys name the
+    closest valid ones; values of the fields in choices ({field: allowed values}) must be among
+    the allowed ones. --help or -h prints print_help(config_cls, defaults, note, choices), exits."""
+    fields = {f.name: f.type for f in flag_fields(config_cls)}
     if "--help" in argv or "-h" in argv:
-        print_help(config_cls)
+        print_help(config_cls, defaults, note, choices)
         sys.exit(0)
     overrides = {}
     for arg in argv:
@@ -100,17 +119,9 @@ def parse_flags(argv, config_cls, choices=None):
         key, _, text = arg[2:].partition("=")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=3)
-            raise ConfigError(
-                f"unknown flag --{key}"
-                + (
-                    f" (did you mean {', '.join('--' + c for c in close)}?)"
-                    if close
-                    else "; see --help"
-                )
-            )
-        if (
-            fields[key] is list
-        ):  # a list flag may repeat and holds comma-separated items: --run=a --run=b,c
+            hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+            raise ConfigError(f"unknown flag --{key}" + (hint or "; see --help"))
+        if fields[key] is list:  # a list flag may repeat and holds comma-separated items
             overrides[key] = overrides.get(key, []) + [item for item in text.split(",") if item]
         else:
             overrides[key] = parse_value(key, text if "=" in arg else "true", fields[key])
@@ -120,52 +131,90 @@ def parse_flags(argv, config_cls, choices=None):
     return overrides
 
 
-def print_help(config_cls, defaults=None, note=""):
-    """Every flag with its default and the comment beside it in the dataclass's source (its bases' too).
-    defaults: {field: value} shown instead of the dataclass's (train.py: what a run with no flags uses)."""
-    comments = {}
-    for klass in config_cls.__mro__:
-        if dataclasses.is_dataclass(klass):
-            for line in inspect.getsource(klass).splitlines():
-                name, _, rest = line.strip().partition(":")
-                if "#" in rest:
-                    comments.setdefault(name, rest.split("#", 1)[1].strip())
-    own = list(config_cls.__annotations__)  # the script's own fields first, then those of its bases
-    fields = sorted(dataclasses.fields(config_cls), key=lambda f: f.name not in own)
+def print_help(config_cls, defaults=None, note="", choices=None):
+    """Every flag with its default, the comment beside it in the dataclass's source (its bases'
+    too) and its choices. defaults: {field: value} shown instead of the dataclass's (train.py:
+    what a run with no flags uses); choices: {field: allowed values}."""
+    comments = field_comments(config_cls)
+    own = list(config_cls.__annotations__)  # the script's own fields first, then its bases'
+    fields = sorted(flag_fields(config_cls), key=lambda f: f.name not in own)
     print(f"flags (--key=value; --flag alone means true), from {config_cls.__name__}{note}:")
     for f in fields:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         default = (defaults or {}).get(f.name, default)
-        print(f"  --{f.name}={default}" + (f"  # {comments[f.name]}" if f.name in comments else ""))
+        text = comments.get(f.name, "")
+        allowed = [str(a) for a in (choices or {}).get(f.name, ()) if a != ""]
+        if allowed:
+            text += f"{'; ' if text else ''}one of {', '.join(allowed)}"
+        print(f"  --{f.name}={default}" + (f"  # {text}" if text else ""))
+
+
+def build_config(argv, config_cls, choices, presets, fallback, modes=None, notice=""):
+    """argv -> (cfg, the flags, the checkpoint --resume continues or None). What the flags override:
+    --preset's values (else the fallback preset's, and notice is printed), or for a --mode in modes
+    ({mode: its defaults}) --preset's and the mode's; with --resume, the checkpoint's config.
+    --help lists every flag with the values a run of those flags starts from."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
+    picked = not (given and given[-1] in presets)
+    preset = fallback if picked else given[-1]
+    base = {**presets[preset], "preset": preset}
+    note = f" (defaults: what --preset={preset} runs; a flag overrides it)"
+    flags = parse_flags(argv, config_cls, choices, base, note)
+    if flags.get("mode") in (modes or {}):
+        base = {**presets.get(flags.get("preset"), {}), **modes[flags["mode"]]}
+    elif picked and notice and not flags.get("resume"):
+        print(notice)
+    base, saved = resumed_config(flags, base, config_cls)
+    return config_cls(**{**base, **flags}), flags, saved
+
+
+def field_comments(config_cls):
+    """{field: its help}: the comment beside the field, or the comment lines right above it when
+    they follow another field (a comment after a blank line or the class line heads a section)."""
+    comments = {}
+    for klass in config_cls.__mro__:
+        if not dataclasses.is_dataclass(klass):
+            continue
+        above = []
+        after_field = False
+        for line in inspect.getsource(klass).splitlines():
+            text = line.strip()
+            if text.startswith("#") and (after_field or above):
+                above.append(text[1:].strip())
+                continue
+            name, colon, rest = text.partition(":")
+            after_field = bool(colon) and name in klass.__dataclass_fields__
+            if after_field:
+                comment = rest.split("#", 1)[1].strip() if "#" in rest else " ".join(above)
+                if comment:
+                    comments.setdefault(name, comment)
+            above = []
+    return comments
 
 
 def cli(main):
-    """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still raise."""
-    sys.stdout.reconfigure(
-        line_buffering=True
-    )  # progress lines arrive as they are printed, even through a pipe
+    """Run main(sys.argv[1:]): bad input ends as one line on stderr and exit code 2; bugs still
+    raise."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines arrive as printed, even piped
     try:
         main(sys.argv[1:])
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (
-        BrokenPipeError
-    ):  # the reader went away (`python train.py --help | head`): stop quietly, as Unix tools do
-        os.dup2(
-            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
-        )  # nothing left to flush at exit
+    except BrokenPipeError:  # the reader went away (`train.py --help | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         sys.exit(1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # device
 
 
 def setup_device(device, dtype, fp16=True):
-    """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context). dtype auto: bfloat16
-    on a GPU that computes it (compute capability 8.0 on: A100, H100, RTX 30xx/40xx), else float16 with loss
-    scaling (T4, V100; fp16=False: float32 instead, for code without a gradient scaler), float32 off CUDA."""
+    """'auto'/'cuda'/... and 'auto'/'bfloat16'/... -> (device, dtype name, autocast context). dtype
+    auto: bfloat16 on a GPU that computes it (compute capability 8.0 on: A100, H100, RTX
+    30xx/40xx), else float16 with loss scaling (T4, V100; fp16=False: float32 instead, for code
+    without a gradient scaler), float32 off CUDA."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
@@ -176,18 +225,14 @@ def setup_device(device, dtype, fp16=True):
         raise ConfigError(
             "--device=mps but MPS is not available here; use --device=auto or --device=cpu"
         )
-    dtype = pick_dtype(
-        dtype, device, torch.cuda.get_device_capability() if device == "cuda" else None, fp16
-    )
+    capability = torch.cuda.get_device_capability() if device == "cuda" else None
+    dtype = pick_dtype(dtype, device, capability, fp16)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ctx = (
-        nullcontext()
-        if dtype == "float32"
-        else torch.autocast(device_type=device, dtype=getattr(torch, dtype))
-    )
-    return device, dtype, ctx
+    if dtype == "float32":
+        return device, dtype, nullcontext()
+    return device, dtype, torch.autocast(device_type=device, dtype=getattr(torch, dtype))
 
 
 def pick_dtype(dtype, device, capability=None, fp16=True):
@@ -198,12 +243,114 @@ def pick_dtype(dtype, device, capability=None, fp16=True):
         return "float32"
     if capability >= (8, 0):  # bf16 tensor cores: A100, H100, RTX 30xx / 40xx, L40
         return "bfloat16"
+    return "float16" if fp16 else "float32"  # T4, V100: fp16, with loss scaling (a scaler)
+
+
+@dataclass
+class RunConfig:
+    """The settings the plumbing reads, declared once: train.py's Config inherits them (they are
+    its flags); RunFolder reads the run folder's, setup_process the device's."""
+
+    out_dir: str = "out/run"
+    resume: bool = False
+    init_from: str = ""  # a checkpoint (or run folder) whose weights start this run
+    device: str = "auto"  # auto: cuda when there is one, else cpu
+    # auto: bfloat16 on CUDA >= sm80, float16 + loss scaling before, else float32
+    dtype: str = "auto"
+    compile: str = "auto"  # auto: on for CUDA
+
+    def __post_init__(self):
+        for key, allowed in RUN_CHOICES.items():
+            check_choice(key, getattr(self, key), allowed)
+
+
+RUN_CHOICES = dict(
+    device=("auto", "cpu", "cuda", "mps"),
+    dtype=("auto", "float32", "bfloat16", "float16"),
+    compile=("auto", "true", "false"),
+)
+
+
+@dataclass
+class Process:
+    """Where this process runs: its DDP rank, device and precision."""
+
+    ddp: bool
+    rank: int
+    world: int
+    device: str
+    dtype: str
+    autocast: object
+    compile: bool
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup_process(cfg):
+    """cfg's device, dtype and compile, this process's DDP rank (under torchrun) and the torch seed
+    -> Process. The process group comes after the data (join_process_group): a first download of
+    FineWeb must not time out a collective."""
+    ddp = "RANK" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    if cfg.grad_accum % world:
+        raise ConfigError(
+            f"--grad_accum={cfg.grad_accum} is not divisible by the {world} DDP processes"
+        )
+    device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
+    use_compile = cfg.compile == "true" or (cfg.compile == "auto" and device == "cuda")
+    if ddp and device == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed + rank)  # dropout differs per rank; the batch generator is shared
+    return Process(ddp, rank, world, device, dtype, autocast, use_compile)
+
+
+class CtrlC:
+    """Ctrl-C asks a training loop to stop after its step (it saves, then exits) instead of killing
+    it mid-step. pressed(): whether it was asked; under DDP every rank stops at the same step when
+    any of them got it."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.asked = False
+        signal.signal(signal.SIGINT, self.ask)
+
+    def ask(self, *_):
+        self.asked = True
+
+    def pressed(self):
+        if self.proc.ddp:
+            flag = torch.tensor(float(self.asked), device=self.proc.device)
+            dist.all_reduce(flag)
+            self.asked = bool(flag.item())
+        return self.asked
+
+
+def interrupted_text(out_dir, it):
     return (
-        "float16" if fp16 else "float32"
-    )  # T4, V100: fp16, with loss scaling where the caller has a scaler
+        f"interrupted: saved {out_dir}/ckpt.pt at iter {it}; continue with --out_dir={out_dir} "
+        "--resume"
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+def leave_process_group(proc, run):
+    """All DDP ranks leave together, the DDP module's reducer (which holds the group) first: a gloo
+    group torn down at exit while a peer still works can abort the process."""
+    if proc.ddp:
+        dist.barrier()
+        run.model = None
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def join_process_group(proc):
+    if proc.ddp:
+        dist.init_process_group(backend="nccl" if proc.device.startswith("cuda") else "gloo")
+
+
+# ------------------------------------------------------------------------------------------------
 # checkpoints
 
 
@@ -214,16 +361,15 @@ def checkpoint_path(path):
 
 
 def load_checkpoint(path, device="cpu"):
-    """A checkpoint written by this project (train.py, seekr.py): a dict with model, model_config and config.
-    Anything else (missing, truncated, corrupt, another program's file) is one ConfigError naming the file."""
+    """A checkpoint written by this project (train.py, seekr.py): a dict with model, model_config
+    and config. Anything else (missing, truncated, corrupt, another program's file) is one
+    ConfigError naming the file."""
     p = checkpoint_path(path)
     if not p.is_file():
         raise ConfigError(f"no checkpoint at {p}")
     try:
         ckpt = torch.load(p, map_location=device, weights_only=True)
-    except (
-        Exception
-    ):  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice that does not apply
+    except Exception:  # UnpicklingError, RuntimeError, EOFError, ...: torch's advice does not apply
         raise ConfigError(
             f"{p} is not a readable checkpoint (truncated, corrupt, or not a torch file); pass a "
             "ckpt.pt or budget_<b>.pt written by train.py"
@@ -237,8 +383,9 @@ def load_checkpoint(path, device="cpu"):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temp file, then rename: a kill mid-write never leaves a half checkpoint, and a failed write
-    (a full disk) removes its temp file and leaves the previous checkpoint as it was."""
+    """torch.save to a temp file, then rename: a kill mid-write never leaves a half checkpoint, and
+    a failed write (a full disk) removes its temp file and leaves the previous checkpoint as it
+    was."""
     tmp = Path(str(path) + ".tmp")
     try:
         torch.save(obj, tmp)
@@ -254,24 +401,69 @@ def save_atomic(obj, path):
         raise
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # the run folder
 
 
-def resume_checkpoint(out_dir):
-    """The checkpoint --resume continues: out_dir/ckpt.pt. Its config, then the flags, make the run's config."""
-    p = Path(out_dir) / "ckpt.pt"
-    if not p.exists():
-        raise ConfigError(f"--resume but {p} does not exist; start without --resume")
-    return load_checkpoint(p)
+class RunFolder:
+    """The run folder's life: `with RunFolder(cfg, flags, saved, shape_keys) as (cfg, saved,
+    source):`. Entering: start_run's checks (--resume, a folder holding a checkpoint, --init_from:
+    source and its shape_keys), then (lock=True; a DDP rank but 0 passes False) out_dir locked,
+    config.json written, and the log.jsonl rows for which keep(row, saved) holds kept (default
+    logged_before; a new run starts it empty). Leaving: the lock released. It keeps no reference
+    to what it hands over: the caller frees the checkpoints once the model holds them."""
+
+    def __init__(self, cfg, flags, saved, shape_keys, keep=None, lock=True):
+        self.opened = start_run(cfg, flags, saved, shape_keys)
+        self.keep = keep or logged_before
+        self.release = lambda: None
+        self.lock = lock
+
+    def __enter__(self):
+        cfg, saved, _ = self.opened
+        if self.lock:
+            self.release = lock_run_folder(cfg.out_dir, fresh=saved is None)
+            open_run_folder(
+                cfg.out_dir, cfg, lambda row: saved is not None and self.keep(row, saved)
+            )
+        opened, self.opened, self.keep = self.opened, None, None
+        return opened
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def logged_before(row, saved):
+    """Whether a row was logged before the checkpoint saved: by the compute (tokens) spent."""
+    return row["tokens"] <= saved["tokens"]
+
+
+def resumed_config(flags, base, config_cls):
+    """-> (the values the flags override, the checkpoint --resume continues or None): base, or with
+    --resume the checkpoint's config (its fields of config_cls). Its batches continue the data it
+    trained on, so another --dataset is refused."""
+    if not flags.get("resume"):
+        return base, None
+    out_dir = flags.get("out_dir", base.get("out_dir", config_cls.out_dir))
+    path = Path(out_dir) / "ckpt.pt"
+    if not path.exists():
+        raise ConfigError(f"--resume but {path} does not exist; start without --resume")
+    saved = load_checkpoint(path)
+    base = {k: v for k, v in saved["config"].items() if k in config_cls.__dataclass_fields__}
+    theirs = base.get("dataset", getattr(config_cls, "dataset", None))
+    if flags.get("dataset", theirs) != theirs:
+        raise ConfigError(
+            f"--resume continues {out_dir}/ckpt.pt on --dataset={theirs}, but this run asks "
+            f"for --dataset={flags['dataset']}; drop --dataset to continue it, or train its "
+            f"weights on that data in a new run: --init_from={out_dir} with another --out_dir"
+        )
+    return base, saved
 
 
 def start_run(cfg, overrides, saved, shape_keys):
-    """The run lifecycle shared by train.py and seekr.py -> (cfg, saved, source).
-    --resume (saved: resume_checkpoint's, cfg built on its config): a flag that contradicts the weights is refused.
-    Otherwise an out_dir that already holds a checkpoint is refused, and with --init_from, source = that checkpoint
-    and cfg takes the shape_keys (model shape, tokenizer) from it unless a flag sets them; a flag that contradicts
-    the weights is refused. cfg is rebuilt with dataclasses.replace, so its __post_init__ checks the result."""
+    """The first half of RunFolder -> (cfg, saved, source): --resume's and --init_from's checks,
+    a fresh run's refusal of a folder holding a checkpoint. cfg is rebuilt with
+    dataclasses.replace, so its __post_init__ checks the result."""
     out = Path(cfg.out_dir)
     if saved is not None:
         adopted_shape(saved["config"], overrides, shape_keys, f"--resume: {out}/ckpt.pt")
@@ -285,17 +477,23 @@ def start_run(cfg, overrides, saved, shape_keys):
 
 
 def adopted_shape(theirs, overrides, keys, who):
-    """{key: the source's value} for the keys no flag sets; a flag that sets one to something else is refused
-    (dropout may change between runs; pos=auto means the source's)."""
+    """{key: the source's value} for the keys no flag sets; a flag that sets one to something else
+    is refused, but for those that fix no weight: dropout, and block_size unless positions are
+    learned (a rope, alibi, kerple or nope model runs at any length). pos=auto means the source's;
+    a key its config lacks (written before the field existed) keeps the field's default."""
+    free = ("dropout",) if theirs.get("pos") == "learned" else ("dropout", "block_size")
     shape = {}
     for key in keys:
+        if key not in theirs:
+            continue
         given = overrides.get(key)
         if key not in overrides or (key == "pos" and given == "auto"):
             shape[key] = theirs[key]
-        elif given != theirs[key] and key != "dropout":
+        elif given != theirs[key] and key not in free:
+            why = " (its learned positions fix it)" if key == "block_size" else ""
             raise ConfigError(
-                f"{who} holds a model with {key}={theirs[key]}, but this run asks for --{key}={given}; "
-                "drop the flag or use another checkpoint"
+                f"{who} holds a model with {key}={theirs[key]}{why}, but this run asks for "
+                f"--{key}={given}; drop the flag or use another checkpoint"
             )
     return shape
 
@@ -304,15 +502,17 @@ def refuse_a_checkpoint(out):
     """A new run (not --resume) never writes over a folder that holds a checkpoint."""
     if (Path(out) / "ckpt.pt").exists():
         raise ConfigError(
-            f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out_dir"
+            f"{out} already holds a checkpoint; pass --resume to continue it or choose another "
+            "--out_dir"
         )
 
 
 def lock_run_folder(out, fresh):
-    """Create out/ and hold out/run.lock (this process's pid) until release() or exit: a second live run on the
-    same folder is refused, a lock left by a killed process is taken over. An out_dir that is a file or cannot be
-    written is refused here, before any data is prepared. fresh (not --resume): start_run saw no checkpoint, and
-    that is checked again under the lock, since another run may have finished one in between. -> release()."""
+    """Create out/ and hold out/run.lock (this process's pid) until release() or exit: a second live
+    run on the same folder is refused, a lock left by a killed process is taken over. An out_dir
+    that is a file or cannot be written is refused here, before any data is prepared. fresh (not
+    --resume): start_run saw no checkpoint, and that is checked again under the lock, since
+    another run may have finished one in between. -> release()."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out_dir={out} is a file, not a folder; choose another --out_dir")
@@ -330,8 +530,8 @@ def lock_run_folder(out, fresh):
                     pid = _lock_owner(lock)
                 if pid and pid != os.getpid() and _alive(pid):
                     raise ConfigError(
-                        f"{out} is in use by a running process (pid {pid}); wait for it, stop it, or "
-                        "choose another --out_dir"
+                        f"{out} is in use by a running process (pid {pid}); wait for it, "
+                        "stop it, or choose another --out_dir"
                     ) from None
                 lock.unlink(missing_ok=True)  # left by a process that is gone
         os.write(fd, str(os.getpid()).encode())
@@ -371,11 +571,11 @@ def _alive(pid):
 
 
 def open_run_folder(out, cfg, keep):
-    """Create out/, write config.json, and keep only the log.jsonl rows for which keep(row) holds (a resumed run
-    redoes what was logged after its checkpoint)."""
+    """Create out/, write config.json, and keep only the log.jsonl rows for which keep(row) holds (a
+    resumed run redoes what was logged after its checkpoint)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps(settings(cfg), indent=2))
     kept = [r for r in read_log(out) if keep(r)]
     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
 
@@ -391,12 +591,13 @@ def read_log(out_dir):
     return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # RNG state
 
 
 def rng_state(device, **generators):
-    """Every RNG a run draws from: torch's global CPU and CUDA generators and the named torch.Generators."""
+    """Every RNG a run draws from: torch's global CPU and CUDA generators and the named
+    torch.Generators."""
     return {
         **{name: g.get_state() for name, g in generators.items()},
         "torch": torch.get_rng_state(),
@@ -412,33 +613,74 @@ def restore_rng(state, device, **generators):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# text and plots
+# ------------------------------------------------------------------------------------------------
+# text
 
 
 def eta_text(elapsed, done, left, first=0.0):
-    """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed seconds). first: the
-    seconds the session's first step took, left out of the average once there are others (compile, first
-    allocations and the first eval never recur; with them a GPU run's early ETAs are hours too long)."""
+    """'elapsed 1m05s | eta 3m10s': the ETA from the average speed so far (done steps in elapsed
+    seconds). first: the seconds the session's first step took, left out of the average once
+    there are others (compile, first allocations and the first eval never recur; with them a GPU
+    run's early ETAs are hours too long)."""
     eta = (
         (elapsed - first) / (done - 1) * left
         if first and done > 1
         else elapsed / max(done, 1) * left
     )
-    return f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
+    return (
+        f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s | "
+        f"eta {int(eta // 60)}m{int(eta % 60):02d}s"
+    )
+
+
+class Stopwatch:
+    """A session's clock for the progress lines: step() after each step, lap() the seconds per
+    step since the last lap, eta(left) eta_text's (without the first step once there are others)."""
+
+    def __init__(self):
+        self.start = time.time()
+        self.last = time.time()
+        self.done = 0  # steps this session
+        self.since_lap = 0
+        self.first = 0.0  # seconds of the first step
+
+    def step(self):
+        self.done += 1
+        self.since_lap += 1
+        if self.done == 1:
+            self.first = time.time() - self.start
+
+    def lap(self):
+        seconds = (time.time() - self.last) / self.since_lap
+        self.last = time.time()
+        self.since_lap = 0
+        return seconds
+
+    def eta(self, left):
+        return eta_text(time.time() - self.start, self.done, left, self.first)
+
+
+def progress_text(row, max_iters, dt, tok_s, mfu, eta):
+    """A training row's line: '[branch b] iter i/N | loss | lr | ms | tok/s | mfu | elapsed | eta'
+    (the mfu where known)."""
+    branch = f"[branch {row['branch']}] " if row.get("branch") else ""
+    return (
+        f"{branch}iter {row['iter']}/{max_iters} | loss {row['loss']:.4f} | lr {row['lr']:.2e} | "
+        f"{1000 * dt:.1f} ms | {tok_s:,.0f} tok/s"
+        + (f" | mfu {100 * mfu:.1f}%" if mfu else "")
+        + f" | {eta}"
+    )
 
 
 def tokens_per_step(cfg):
-    """Tokens in one optimizer step of a run (its Config, or the dict in config.json / a checkpoint)."""
+    """Tokens in one optimizer step of a run (its Config, or config.json's dict)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     return c["batch_size"] * c["block_size"] * c["grad_accum"]
 
 
-def pyplot():
-    """matplotlib.pyplot on the headless Agg backend: figures are files, never windows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def mean_std(values):
+    """(mean, sample standard deviation; 0 for a single value): the seeds tables and error bars."""
+    m = sum(values) / len(values)
+    if len(values) == 1:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))

@@ -1,7 +1,9 @@
-"""Shared test setup: import the top-level modules, use the GPT-2 ranks cache beside the repo, no network.
+"""Shared test setup: import the top-level modules, use the GPT-2 ranks cache beside the repo, no
+network.
 
-A test that needs the GPT-2 BPE ranks carries @pytest.mark.requires_gpt2: it is skipped, with the reason, when
-data.get_tokenizer("gpt2") cannot load them (no cache at TIKTOKEN_CACHE_DIR and no network), checked once a session.
+A test that needs the GPT-2 BPE ranks carries @pytest.mark.requires_gpt2: it is skipped, with the
+reason, when data.get_tokenizer("gpt2") cannot load them (no cache at TIKTOKEN_CACHE_DIR and no
+network), checked once a session.
 """
 
 import functools

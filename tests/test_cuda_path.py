@@ -1,5 +1,6 @@
-"""The CUDA path, as far as a CPU can check it: torch.compile + bf16 on every attention type, the dtype rule, DDP
-ranks building only their slice of the batch, bench.py's JSON and the GPU check; CUDA-only tests skip without it."""
+"""The CUDA path, as far as a CPU can check it: torch.compile + bf16 on every attention type, the
+dtype rule, DDP ranks building only their slice of the batch, bench.py's JSON and the GPU check;
+CUDA-only tests skip without it."""
 
 import json
 
@@ -8,11 +9,11 @@ import torch
 from helpers import tiny
 
 import bench
+from attention import ATTENTIONS
 from data import get_batch
 from model import GPT
 from plumbing import pick_dtype
 
-ATTENTIONS = ["standard", "diff", "dape"]
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -23,7 +24,8 @@ def batch(T=16, B=2):
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_compile_and_bf16_on_cpu_match_eager(attention):
-    """What CUDA runs by default (compile + bf16 autocast), on the CPU: same loss as eager bf16, finite grads."""
+    """What CUDA runs by default (compile + bf16 autocast), on the CPU: same loss as eager bf16,
+    finite grads."""
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, n_layer=1))
     x, y = batch()
@@ -85,7 +87,7 @@ def test_bench_json_has_one_object_per_attention_type(capsys):
         ]
     )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["attention"] for r in rows] == ATTENTIONS
+    assert [r["attention"] for r in rows] == list(ATTENTIONS)
     for r in rows:
         assert {
             "attention",
@@ -106,9 +108,12 @@ def test_gpu_check_runs_on_cpu_and_skips_the_cuda_parts(capsys):
         pytest.skip("this machine has CUDA: the check runs for real (python bench.py --mode=check)")
     bench.gpu_check()
     out = capsys.readouterr().out
-    assert out.count("∂loss/∂A ok") == len(bench.attention_position_pairs()) == 13
-    assert out.count("skipped (no CUDA)") == 4 and "WRONG" not in out
-    assert out.count("0 break(s)") == 3  # no graph break under compile for any attention type
+    pairs = [(a, p) for a, kind in ATTENTIONS.items() for p in kind.positions]  # the declared ones
+    assert out.count("∂loss/∂A ok") == len(bench.attention_position_pairs()) == len(pairs)
+    assert bench.attention_position_pairs() == pairs
+    # the kernels of each attention type, and the GPU runs of part 4
+    assert out.count("skipped (no CUDA)") == len(ATTENTIONS) + 1 and "WRONG" not in out
+    assert out.count("0 break(s)") == len(ATTENTIONS)  # no graph break under compile for any type
 
 
 @cuda_only
@@ -121,12 +126,14 @@ def test_cuda_matches_cpu(attention):
 
 
 def test_counted_flops_match_the_hand_count():
-    """standard: 6N + 12·L·C·T (nanoGPT's formula); diff adds what its path computes; DAPE adds its convs."""
+    """standard: 6N + 12·L·C·T (nanoGPT's formula); diff adds what its path computes; DAPE adds its
+    convs."""
     from model import GPTConfig
 
     L, C, H, T = 2, 64, 4, 32
     shape = dict(vocab_size=128, block_size=T, n_layer=L, n_head=H, n_embd=C)
-    std, diff, dape = (GPT(GPTConfig(**shape, attention=a)) for a in ATTENTIONS)
+    models = {a: GPT(GPTConfig(**shape, attention=a)) for a in ATTENTIONS}
+    std, diff, dape = models["standard"], models["diff"], models["dape"]
     formula = 6 * std.num_params(non_embedding=True) + 12 * L * C * T
     assert std.flops_per_token() == pytest.approx(formula, rel=5e-3)
     # V in halves (no bias): the second value product (6·L·C·T) and QKᵀ once more per half (6·L·C·T)
@@ -145,7 +152,8 @@ def test_counted_flops_match_the_hand_count():
 
 @pytest.mark.parametrize("pos", ["rope", "alibi"])
 def test_diff_with_v_in_halves_equals_the_shared_v_path_and_the_maps(pos):
-    """The flash-eligible variant (two SDPA calls, V in d-wide halves) computes the same layer, and its gradients."""
+    """The flash-eligible variant (two SDPA calls, V in d-wide halves) computes the same layer, and
+    its gradients."""
     torch.manual_seed(0)
     model = GPT(tiny(attention="diff", pos=pos))
     x, y = batch()
@@ -166,7 +174,8 @@ def test_diff_with_v_in_halves_equals_the_shared_v_path_and_the_maps(pos):
 
 @pytest.mark.parametrize("chunk", [5, 7, 16])
 def test_dape_training_in_query_chunks_equals_the_full_grid(chunk):
-    """--dape_q_chunk: rows against the keys they can reach only; same loss and gradients as the whole T×T grid."""
+    """--dape_q_chunk: rows against the keys they can reach only; same loss and gradients as the
+    whole T×T grid."""
     torch.manual_seed(0)
     model = GPT(tiny(attention="dape"))
     x, y = batch()

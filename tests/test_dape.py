@@ -1,5 +1,5 @@
-"""DAPE V2 and Kerple: naive references written from the equations, causality, the conv's blindness to future
-scores, chunked == unchunked, and the extrapolation sweep end to end."""
+"""DAPE V2 and Kerple: naive references written from the equations, causality, the conv's blindness
+to future scores, chunked == unchunked, and the extrapolation sweep end to end."""
 
 import json
 import math
@@ -11,15 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attention import KerpleLog, causal_distance
+from attention import ATTENTIONS, KerpleLog, causal_distance
 from model import GPT, GPTConfig
 from plumbing import ConfigError
 
-BIASES = ["kerple", "alibi", "nope"]
+BIASES = ATTENTIONS["dape"].positions  # the biases DAPE's conv reads beside S (nope: none)
 
-tiny = partial(
-    helpers.tiny, attention="dape"
-)  # helpers.tiny with dape attention, unless a test says otherwise
+tiny = partial(helpers.tiny, attention="dape")  # dape attention, unless a test says otherwise
 
 
 def test_kerple_bias_values():
@@ -30,9 +28,8 @@ def test_kerple_bias_values():
     bias = kerple(causal_distance(10, "cpu"))  # (3, 10, 10)
     for h, i, j in [(0, 0, 0), (0, 5, 2), (1, 9, 0), (2, 7, 6), (2, 3, 3)]:
         p, a = kerple.p[h].item(), kerple.a[h].item()
-        assert bias[h, i, j].item() == pytest.approx(
-            -p * math.log(1 + a * (i - j)), rel=1e-6, abs=1e-7
-        )
+        want = -p * math.log(1 + a * (i - j))
+        assert bias[h, i, j].item() == pytest.approx(want, rel=1e-6, abs=1e-7)
     assert torch.all(bias.triu(1) == 0)  # future entries: 0, left to the causal mask
     with torch.no_grad():
         kerple.p.fill_(-1.0)
@@ -60,36 +57,38 @@ def test_kerple_standard_fast_equals_explicit_and_is_causal():
     changed = idx.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 64
     assert torch.allclose(model(changed)[0][:, :10], fast[:, :10], atol=1e-6)
-    model(idx, idx)[
-        1
-    ].backward()  # the fast path takes the bias as an SDPA mask: p and a still get gradients
+    # the fast path takes the bias as an SDPA mask: p and a still get gradients
+    model(idx, idx)[1].backward()
     assert model.transformer.h[0].attn.kerple.p.grad.abs().sum() > 0
     assert model.transformer.h[1].attn.kerple.a.grad.abs().sum() > 0
 
 
 def test_dape_defaults_names_and_refusals():
     cfg = GPTConfig(attention="dape")
-    assert cfg.pos == "kerple" and GPTConfig().pos == "rope"
+    assert cfg.pos == ATTENTIONS["dape"].default_pos == "kerple"
+    assert GPTConfig().pos == ATTENTIONS["standard"].default_pos == "rope"
     model = GPT(tiny())
     attn = model.transformer.h[0].attn
-    assert attn.conv1.weight.shape == (32, 8, 1, 3) and attn.conv2.weight.shape == (
-        4,
-        32,
-        1,
-        3,
-    )  # 2H -> D -> H
+    assert attn.conv1.weight.shape == (32, 8, 1, 3)  # 2H -> D
+    assert attn.conv2.weight.shape == (4, 32, 1, 3)  # D -> H
     assert attn.conv1.bias is not None and attn.conv2.bias is not None
     assert hasattr(attn, "c_attn") and hasattr(attn, "c_proj") and hasattr(attn.kerple, "p")
-    assert GPT(tiny(pos="nope")).transformer.h[0].attn.conv1.weight.shape == (32, 4, 1, 3)  # H -> D
-    with pytest.raises(ConfigError, match="kerple.*alibi or nope"):
+    nope = GPT(tiny(pos="nope")).transformer.h[0].attn
+    assert nope.conv1.weight.shape == (32, 4, 1, 3)  # H -> D
+    with pytest.raises(ConfigError) as e:
         tiny(pos="rope")
+    assert str(e.value) == (
+        "--attention=dape takes --pos=kerple (its default), alibi or nope, not --pos=rope"
+    )
     with pytest.raises(ConfigError, match="odd"):
         tiny(dape_kernel=4)
 
 
 def conv_along_keys(x, weight, bias):
-    """x (C_in, keys) -> (C_out, keys): out[o, j] = bias[o] + Σ_c Σ_t weight[o, c, 0, t] · x[c, j + t − k//2]."""
-    k, n = weight.size(-1), x.size(-1)
+    """x (C_in, keys) -> (C_out, keys):
+    out[o, j] = bias[o] + Σ_c Σ_t weight[o, c, 0, t] · x[c, j + t − k//2]."""
+    k = weight.size(-1)
+    n = x.size(-1)
     out = bias[:, None].repeat(1, n)
     for j in range(n):
         for t in range(k):
@@ -99,23 +98,19 @@ def conv_along_keys(x, weight, bias):
 
 
 def naive_dape_probs(x, attn, pos):
-    """Row by row from the equation, for one sequence x (T, C): S' = S + B + conv2(LeakyReLU(conv1(tril([S; B]))))."""
+    """Row by row from the equation, for one sequence x (T, C):
+    S' = S + B + conv2(LeakyReLU(conv1(tril([S; B]))))."""
     T, C = x.shape
     H, d = attn.n_head, C // attn.n_head
     q, k, _ = (x @ attn.c_attn.weight.T).split(C, dim=1)
     probs = torch.zeros(H, T, T)
     for i in range(T):
-        s = torch.stack(
-            [q[i, h * d : (h + 1) * d] @ k[:, h * d : (h + 1) * d].T for h in range(H)]
-        ) / math.sqrt(d)
+        heads = [q[i, h * d : (h + 1) * d] @ k[:, h * d : (h + 1) * d].T for h in range(H)]
+        s = torch.stack(heads) / math.sqrt(d)  # (H, T): row i of S
         dist = torch.tensor([float(i - j) for j in range(T)])
         if pos == "kerple":
-            b = torch.stack(
-                [
-                    -attn.kerple.p[h] * torch.log(1 + attn.kerple.a[h] * dist.clamp(min=0))
-                    for h in range(H)
-                ]
-            )
+            p, a = attn.kerple.p, attn.kerple.a
+            b = torch.stack([-p[h] * torch.log(1 + a[h] * dist.clamp(min=0)) for h in range(H)])
         elif pos == "alibi":
             b = torch.stack([-(2 ** (-8 * (h + 1) / H)) * dist for h in range(H)])
         else:
@@ -139,17 +134,13 @@ def test_dape_matches_naive_loop(pos):
             conv.bias.normal_()
     idx = torch.randint(0, 64, (1, 11))
     logits, _, maps = model.attention_maps(idx, {1: [0, 1, 2, 3]})
-    x = model.transformer.h[0](model.transformer.wte(idx))[
-        0
-    ]  # input of layer 1 = output of block 0
+    x = model.transformer.h[0](model.transformer.wte(idx))[0]  # layer 1's input: block 0's output
     x = model.transformer.h[1].ln_1(x)
     want = naive_dape_probs(x, attn, pos)
     assert torch.allclose(maps[1][0], want, atol=1e-5)
     _, _, v = (x @ attn.c_attn.weight.T).split(32, dim=1)
-    y = (
-        torch.cat([want[h] @ v[:, h * 8 : (h + 1) * 8] for h in range(4)], dim=1)
-        @ attn.c_proj.weight.T
-    )
+    heads = [want[h] @ v[:, h * 8 : (h + 1) * 8] for h in range(4)]
+    y = torch.cat(heads, dim=1) @ attn.c_proj.weight.T
     model.set_q_chunk(3)
     assert torch.allclose(attn(x[None])[0], y, atol=1e-5)  # the chunked forward, no maps
     assert torch.allclose(model(idx)[0], logits, atol=1e-5)
@@ -162,7 +153,8 @@ def test_dape_chunked_equals_unchunked(pos, kernel):
     model = GPT(tiny(pos=pos, dape_kernel=kernel)).eval()
     for block in model.transformer.h:
         with torch.no_grad():
-            block.attn.conv1.bias.normal_()  # conv1's output at keys past i is its bias: it must survive chunking
+            # conv1's output at keys past i is its bias: it must survive chunking
+            block.attn.conv1.bias.normal_()
     idx = torch.randint(0, 64, (2, 37))  # past block_size, and not a multiple of the chunks
     model.set_q_chunk(0)
     full = model(idx)[0]
@@ -205,7 +197,8 @@ def test_dape_trains_and_gradients_reach_convs_and_kerple():
 
 
 def test_dape_generates_past_block_size():
-    """No KV cache: generate() recomputes the (cropped) context, so the mask is always by absolute position."""
+    """No KV cache: generate() recomputes the (cropped) context, so the mask is always by absolute
+    position."""
     torch.manual_seed(0)
     model = GPT(tiny()).eval()
     idx = torch.randint(0, 64, (1, 10))
@@ -214,17 +207,16 @@ def test_dape_generates_past_block_size():
 
 
 def test_extrapolate_end_to_end(tmp_path, capsys):
-    """train.py --attention=dape (kerple by default) then eval.py --mode=extrapolate with two checkpoints (one
-    repeated --ckpt, one comma-separated): table, json, png; learned positions and dape + rope refused."""
+    """train.py --attention=dape (kerple by default) then eval.py --mode=extrapolate with two
+    checkpoints (one repeated --ckpt, one comma-separated): table, json, png; learned positions and
+    dape + rope refused."""
     import argparse
     import signal
 
     import eval as evaluate
     import train
 
-    sigint = signal.getsignal(
-        signal.SIGINT
-    )  # train.main takes Ctrl-C over; give it back to pytest afterwards
+    sigint = signal.getsignal(signal.SIGINT)  # train.main takes Ctrl-C over; give it back after
     (tmp_path / "corpus.txt").write_text(Path(argparse.__file__).read_text())
     common = [
         "--preset=tiny",
@@ -235,11 +227,8 @@ def test_extrapolate_end_to_end(tmp_path, capsys):
         "--sample_tokens=0",
         "--eval_iters=1",
     ]
-    for name, extra in (
-        ("dape", ["--attention=dape"]),
-        ("rope", []),
-        ("learned", ["--pos=learned"]),
-    ):
+    runs = {"dape": ["--attention=dape"], "rope": [], "learned": ["--pos=learned"]}
+    for name, extra in runs.items():
         train.main([*common, *extra, f"--out_dir={tmp_path / name}"])
     signal.signal(signal.SIGINT, sigint)
     assert json.loads((tmp_path / "dape" / "config.json").read_text())["pos"] == "kerple"
@@ -251,7 +240,8 @@ def test_extrapolate_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dape/kerple" in out and "standard/rope" in out
     res = json.loads((tmp_path / "dape" / "extrapolation.json").read_text())
-    assert res["lengths"] == [16, 32, 64] and res["tail"] == 16 and len(res["runs"]) == 2
+    assert res["lengths"] == [16, 32, 64] and res["tail"] == 16
+    assert len(res["runs"]) == 2
     assert all(len(r["ppl"]) == 3 and all(p > 1 for p in r["ppl"]) for r in res["runs"])
     assert (tmp_path / "dape" / "extrapolation.png").stat().st_size > 0
     with pytest.raises(ConfigError, match="learned positions.*block_size=16"):

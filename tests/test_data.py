@@ -1,5 +1,6 @@
-"""data.py: tokenizers, prepare() on small corpora written here, shard reading, batching. No network: the GPT-2
-tests read the ranks from TIKTOKEN_CACHE_DIR (conftest.py) and are skipped when they are not there."""
+"""data.py: tokenizers, prepare() on small corpora written here, shard reading, batching
+(load_dataset). No network: the GPT-2 tests read the ranks from TIKTOKEN_CACHE_DIR (conftest.py)
+and are skipped when they are not there."""
 
 import json
 import math
@@ -13,8 +14,9 @@ import data
 from data import DataError
 
 PARAGRAPH = (
-    "The quick brown fox jumps over the lazy dog. A small model learns the shape of words before their "
-    "meaning: first the spaces, then the common endings, then whole words that come back often. "
+    "The quick brown fox jumps over the lazy dog. A small model learns the shape of words before "
+    "their meaning: first the spaces, then the common endings, then whole words that come back "
+    "often. "
 )
 
 
@@ -29,7 +31,8 @@ def write_corpus(folder):
 
 
 def split_on(ids, eot):
-    docs, cur = [], []
+    docs = []
+    cur = []
     for i in ids:
         if i == eot:
             docs.append(cur)
@@ -87,9 +90,8 @@ def test_prepare_text_folder(tmp_path, tokenizer):
 
     tok = data.get_tokenizer(tokenizer)
     ids = np.concatenate([train, val]).tolist()
-    assert [
-        tok.decode(d) for d in split_on(ids, tok.eot)
-    ] == texts  # files joined by eot, nothing lost
+    # files joined by eot, nothing lost
+    assert [tok.decode(d) for d in split_on(ids, tok.eot)] == texts
     assert meta["train_bytes"] + meta["val_bytes"] == sum(len(t.encode()) for t in texts)
     assert 0 < meta["unigram_bpb"] < 8 and math.isfinite(meta["unigram_bpb"])
 
@@ -151,7 +153,7 @@ def test_unknown_dataset_names_the_choices(tmp_path):
         data.prepare("fineweb:0", "gpt2", data_dir=tmp_path)
 
 
-# ----------------------------------------------------------------------------- text corpora keyed by content
+# -------------------------------------------------------------------- text corpora keyed by content
 
 
 def prepared_text(folder):
@@ -172,9 +174,8 @@ def test_editing_a_text_file_prepares_it_again(tmp_path, capsys):
     capsys.readouterr()
 
     before = stamps(folder)
-    assert (
-        data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder
-    )  # unchanged: nothing written
+    # unchanged: nothing written
+    assert data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data") == folder
     assert stamps(folder) == before and capsys.readouterr().out == ""
 
     edited = PARAGRAPH * 4 + "An edited last line.\n"
@@ -185,11 +186,12 @@ def test_editing_a_text_file_prepares_it_again(tmp_path, capsys):
     assert out[-1].startswith(f"prepared {folder}: ")
     assert prepared_text(folder) == edited  # the new text's tokens, not the old ones
     assert data.load_meta(folder)["source_key"] != key
+    # no temp files left
     assert sorted(p.name for p in folder.iterdir()) == [
         "meta.json",
         "train.bin",
         "val.bin",
-    ]  # no temp files left
+    ]
 
 
 def test_a_same_size_edit_is_seen_by_its_mtime(tmp_path, capsys):
@@ -202,9 +204,8 @@ def test_a_same_size_edit_is_seen_by_its_mtime(tmp_path, capsys):
     data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
     assert "changed since" in capsys.readouterr().out and prepared_text(folder) == "b" * 500
     before = stamps(folder)
-    data.prepare(
-        f"text:{path}", "bytes", data_dir=tmp_path / "data"
-    )  # the new key is recorded: nothing to do
+    # the new key is recorded: nothing to do
+    data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
     assert stamps(folder) == before and capsys.readouterr().out == ""
 
 
@@ -225,9 +226,8 @@ def test_a_folder_is_keyed_by_the_files_it_reads(tmp_path, capsys):
     (tmp_path / "corpus" / "sub" / "d.txt").write_text("A fourth file.")  # sorted after sub/c.txt
     data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
     assert capsys.readouterr().out.startswith(f"{dataset} changed since {folder} was prepared")
-    assert (
-        prepared_text(folder) == "".join(texts) + "A fourth file."
-    )  # decode drops the eot between files
+    # decode drops the eot between files
+    assert prepared_text(folder) == "".join(texts) + "A fourth file."
 
 
 def test_a_folder_prepared_without_a_key_is_prepared_again_once(tmp_path, capsys):
@@ -240,8 +240,8 @@ def test_a_folder_prepared_without_a_key_is_prepared_again_once(tmp_path, capsys
     capsys.readouterr()
     data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
     assert capsys.readouterr().out.splitlines()[0] == (
-        f"{folder} was prepared before content keys were recorded, so text:{path} may have changed since; "
-        "preparing it again"
+        f"{folder} was prepared before content keys were recorded, so text:{path} may have "
+        "changed since; preparing it again"
     )
     assert data.load_meta(folder)["source_key"] == data.source_key(f"text:{path}")
     before = stamps(folder)
@@ -256,9 +256,8 @@ def test_a_failed_prepare_again_leaves_no_finished_folder(tmp_path):
     path.write_text("x")  # one token: the train split is empty
     with pytest.raises(DataError, match="train split is empty"):
         data.prepare(f"text:{path}", "bytes", data_dir=tmp_path / "data")
-    assert not (
-        folder / "meta.json"
-    ).exists()  # the old meta.json no longer vouches for the .bin files
+    # the old meta.json no longer vouches for the .bin files
+    assert not (folder / "meta.json").exists()
 
 
 def test_a_text_source_that_is_gone_keeps_its_prepared_folder(tmp_path, capsys):
@@ -272,7 +271,7 @@ def test_a_text_source_that_is_gone_keeps_its_prepared_folder(tmp_path, capsys):
     assert stamps(folder) == before
 
 
-# ----------------------------------------------------------------------------- bytes that are not UTF-8
+# ------------------------------------------------------------------------- bytes that are not UTF-8
 
 
 def test_bytes_that_are_not_utf8_are_counted_in_one_warning(tmp_path, capsys):
@@ -281,11 +280,11 @@ def test_bytes_that_are_not_utf8_are_counted_in_one_warning(tmp_path, capsys):
     (corpus / "a.txt").write_bytes(
         PARAGRAPH.encode() + b"caf\xe9 \xff\xfe " + "東".encode()[:2] + b" end"
     )
-    (corpus / "b.txt").write_bytes(
-        (PARAGRAPH + "valid: café 東京 \ufffd").encode()
-    )  # a real U+FFFD is valid
+    # a real U+FFFD is valid
+    (corpus / "b.txt").write_bytes((PARAGRAPH + "valid: café 東京 \ufffd").encode())
     (corpus / "c.txt").write_bytes(PARAGRAPH.encode() + b"\x80\x80\x80")
-    # by hand: a.txt \xe9, \xff, \xfe and the two bytes of a cut-off 東 (5); c.txt three continuation bytes (3)
+    # by hand: a.txt \xe9, \xff, \xfe and the two bytes of a cut-off 東 (5); c.txt three
+    # continuation bytes (3)
     folder = data.prepare(f"text:{corpus}", "bytes", data_dir=tmp_path / "data")
     warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
     assert warnings == [
@@ -301,8 +300,8 @@ def test_bytes_that_are_not_utf8_are_counted_in_one_warning(tmp_path, capsys):
     (tmp_path / "one.txt").write_bytes(PARAGRAPH.encode() * 3 + b"\xc3")
     data.prepare(f"text:{tmp_path / 'one.txt'}", "bytes", data_dir=tmp_path / "data")
     assert (
-        f"warning: text:{tmp_path / 'one.txt'} has 1 byte that is not UTF-8 (in 1 file); they were read as "
-        "U+FFFD" in capsys.readouterr().out.splitlines()
+        f"warning: text:{tmp_path / 'one.txt'} has 1 byte that is not UTF-8 (in 1 file); they were "
+        "read as U+FFFD" in capsys.readouterr().out.splitlines()
     )
 
 
@@ -421,9 +420,8 @@ def test_get_batch_shapes_shift_and_determinism():
     tokens = np.arange(1000, dtype=np.uint16)
     x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(
-        y, x + 1
-    )  # arange: next token = this one + 1
+    # arange: next token = this one + 1
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)
     x2, y2 = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert torch.equal(x, x2) and torch.equal(y, y2)
 
@@ -432,3 +430,32 @@ def test_check_block_rejects_a_short_split(tmp_path):
     data.check_block(np.zeros(100, dtype=np.uint16), 64, "val", tmp_path)
     with pytest.raises(DataError, match="val.bin has 20 tokens.*--block_size"):
         data.check_block(np.zeros(20, dtype=np.uint16), 64, "val", tmp_path)
+
+
+def test_load_dataset_gives_one_batch_interface_for_text_and_mqar(tmp_path):
+    """Dataset.train / .val .batch(...) are get_batch on the prepared splits and MQAR.batch, bit for
+    bit, rows and generator state included; meta, folder and task say which kind it is."""
+    write_corpus(tmp_path / "corpus")
+    ds = data.load_dataset(f"text:{tmp_path / 'corpus'}", "bytes", tmp_path / "data", 16)
+    assert ds.tokenizer.name == "bytes" and ds.task is None
+    assert ds.meta == data.load_meta(ds.folder) and ds.folder.parent == tmp_path / "data"
+    for split in ("train", "val"):
+        tokens = data.load_split(ds.folder, split)
+        gen_a = torch.Generator().manual_seed(1)
+        gen_b = torch.Generator().manual_seed(1)
+        got = getattr(ds, split).batch(8, 16, gen_a, slice(2, 6))
+        want = data.get_batch(tokens, 8, 16, gen_b, slice(2, 6))
+        assert all(torch.equal(g, w) and g.dtype == torch.int64 for g, w in zip(got, want))
+        assert torch.equal(gen_a.get_state(), gen_b.get_state())
+    mqar = data.load_dataset("mqar:pairs=4,keys=16", "bytes", tmp_path / "unused", 32)
+    assert mqar.train is mqar.val is mqar.task and mqar.meta is None and mqar.folder is None
+    got = mqar.train.batch(8, 32, torch.Generator().manual_seed(2))
+    want = data.MQAR(4, 16).batch(8, 32, torch.Generator().manual_seed(2))
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert not (tmp_path / "unused").exists()  # mqar writes nothing
+
+
+def test_load_dataset_refuses_a_block_longer_than_a_split(tmp_path):
+    write_corpus(tmp_path / "corpus")
+    with pytest.raises(DataError, match=r"val.bin has \d+ tokens, fewer than one block of 5000"):
+        data.load_dataset(f"text:{tmp_path / 'corpus'}", "bytes", tmp_path / "data", 5000)

@@ -1,5 +1,6 @@
-"""Differential attention (arXiv 2410.05258 §2.1) against a naive per-head loop written here from the equations;
-λ and λinit per layer; causality; gradients to the λ vectors; parameter count; fast path == explicit path."""
+"""Differential attention (arXiv 2410.05258 §2.1) against a naive per-head loop written here from
+the equations; λ and λinit per layer; causality; gradients to the λ vectors; parameter count; fast
+path == explicit path."""
 
 import math
 from functools import partial
@@ -7,16 +8,15 @@ from functools import partial
 import helpers
 import pytest
 import torch
-from helpers import rotate
+from helpers import position_bias, rotate
 
+from attention import ATTENTIONS
 from model import GPT, GPTConfig
 from plumbing import ConfigError
 
-POSITIONS = ["rope", "nope", "alibi", "learned"]
+POSITIONS = ATTENTIONS["diff"].positions
 
-tiny = partial(
-    helpers.tiny, attention="diff"
-)  # helpers.tiny with diff attention, unless a test says otherwise
+tiny = partial(helpers.tiny, attention="diff")  # diff attention, unless a test says otherwise
 
 
 @torch.no_grad()
@@ -28,64 +28,52 @@ def naive_diff_attention(x, attn, layer_idx, pos):
     d = C // (2 * h)  # Q/K sub-head size = the baseline's head size
     q, k, v = (x @ attn.c_attn.weight.T).split(C, dim=1)
     lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
-    lam = (
-        math.exp(attn.lambda_q1 @ attn.lambda_k1)
-        - math.exp(attn.lambda_q2 @ attn.lambda_k2)
-        + lambda_init
-    )  # λ = exp(λq1·λk1) − exp(λq2·λk2) + λinit
-    heads, maps = [], []
+    e1 = math.exp(attn.lambda_q1 @ attn.lambda_k1)
+    e2 = math.exp(attn.lambda_q2 @ attn.lambda_k2)
+    lam = e1 - e2 + lambda_init  # λ = exp(λq1·λk1) − exp(λq2·λk2) + λinit
+    heads = []
+    maps = []
     for i in range(h):
         sub = lambda m, s: m[:, s * d : (s + 1) * d]
-        pairs = [
-            (sub(q, 2 * i), sub(k, 2 * i)),
-            (sub(q, 2 * i + 1), sub(k, 2 * i + 1)),
-        ]  # (Q1, K1), (Q2, K2)
+        q1, k1 = sub(q, 2 * i), sub(k, 2 * i)
+        q2, k2 = sub(q, 2 * i + 1), sub(k, 2 * i + 1)
+        pairs = [(q1, k1), (q2, k2)]
         if pos == "rope":
             pairs = [(rotate(qs), rotate(ks)) for qs, ks in pairs]
-        slope = 2 ** (-8 * (i + 1) / h)  # ALiBi slope of head i (h a power of two)
         A = torch.zeros(2, T, T)
         for a, (qs, ks) in enumerate(pairs):
             for r in range(T):
-                scores = torch.stack(
-                    [
-                        qs[r] @ ks[j] / math.sqrt(d) - (slope * (r - j) if pos == "alibi" else 0.0)
-                        for j in range(r + 1)
-                    ]
-                )
-                A[a, r, : r + 1] = torch.softmax(scores, dim=0)
+                scores = [
+                    qs[r] @ ks[j] / math.sqrt(d) + position_bias(attn, pos, i, r, j)
+                    for j in range(r + 1)
+                ]  # head i's bias on both of its maps
+                A[a, r, : r + 1] = torch.softmax(torch.stack(scores), dim=0)
         eff = A[0] - lam * A[1]  # A1 − λ·A2
         head = eff @ v[:, 2 * i * d : 2 * (i + 1) * d]  # (T, 2d)
         if isinstance(attn.subln, torch.nn.RMSNorm):  # diff_subln=False (the ablation) drops it
-            head = (
-                head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.subln.weight
-            )  # RMSNorm
+            rms = torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5)
+            head = head / rms * attn.subln.weight  # RMSNorm
         heads.append(head * (1 - lambda_init))
         maps.append(eff)
     return torch.cat(heads, dim=1) @ attn.c_proj.weight.T, torch.stack(maps)
 
 
-@pytest.mark.parametrize(
-    "pos,subln", [("rope", True), ("nope", True), ("alibi", True), ("rope", False)]
-)
+@pytest.mark.parametrize("pos,subln", [(p, True) for p in POSITIONS] + [("rope", False)])
 def test_diff_matches_naive_loop(pos, subln):
     torch.manual_seed(0)
     model = GPT(tiny(pos=pos, block_size=8, diff_subln=subln)).eval()
     attn = model.transformer.h[1].attn
     assert any("subln" in name for name, _ in model.named_parameters()) == subln
+    lambdas = (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2)
     with torch.no_grad():  # move λ well away from λinit and make the RMSNorm weight matter
-        for p in (
-            attn.lambda_q1,
-            attn.lambda_k1,
-            attn.lambda_q2,
-            attn.lambda_k2,
-            *attn.subln.parameters(),
-        ):
-            p.normal_(0.0, 0.5).add_(
-                p.new_ones(()) if p is getattr(attn.subln, "weight", None) else 0.0
-            )
+        for p in (*lambdas, *attn.subln.parameters()):
+            is_weight = p is getattr(attn.subln, "weight", None)
+            p.normal_(0.0, 0.5).add_(p.new_ones(()) if is_weight else 0.0)
         attn.c_proj.weight.normal_(0.0, 0.1)
     assert abs(attn.lam().item() - attn.lambda_init) > 0.1
     x = torch.randn(1, 8, 32)
+    if pos == "learned":  # absolute positions are in the embeddings: nothing in this layer
+        assert not any("wpe" in name for name, _ in attn.named_parameters())
     want, want_maps = naive_diff_attention(x[0], attn, 1, pos)
     assert torch.allclose(attn(x)[0], want, atol=1e-5)  # fast path
     attn.capture_heads = [0, 1]
@@ -99,20 +87,16 @@ def test_lambda_and_lambda_init_per_layer():
     model = GPT(tiny(n_layer=4, n_embd=256))  # d = 64
     for layer, want in enumerate([0.2, 0.35551, 0.47071, 0.55606]):  # 0.8 − 0.6·exp(−0.3·layer)
         attn = model.transformer.h[layer].attn
-        assert isinstance(attn.lambda_init, float) and attn.lambda_init == pytest.approx(
-            want, abs=1e-5
-        )
+        assert isinstance(attn.lambda_init, float)
+        assert attn.lambda_init == pytest.approx(want, abs=1e-5)
         vectors = (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2)
         assert all(v.shape == (64,) and v.dtype == torch.float32 for v in vectors)
-        assert all(
-            0.07 < v.std().item() < 0.13 and abs(v.mean().item()) < 0.05 for v in vectors
-        )  # N(0, 0.1²)
+        assert all(0.07 < v.std().item() < 0.13 for v in vectors)  # N(0, 0.1²)
+        assert all(abs(v.mean().item()) < 0.05 for v in vectors)
         q1, k1, q2, k2 = (v.tolist() for v in vectors)
-        lam = (
-            math.exp(sum(a * b for a, b in zip(q1, k1)))
-            - math.exp(sum(a * b for a, b in zip(q2, k2)))
-            + want
-        )
+        e1 = math.exp(sum(a * b for a, b in zip(q1, k1)))
+        e2 = math.exp(sum(a * b for a, b in zip(q2, k2)))
+        lam = e1 - e2 + want
         assert attn.lam().item() == pytest.approx(lam, abs=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert attn.lam().dtype == torch.float32  # λ stays fp32 under autocast
@@ -129,9 +113,8 @@ def test_fast_path_equals_explicit_path_and_rows_sum_to_one_minus_lambda(pos):
     assert maps[0].shape == (2, 2, 16, 16) and maps[1].shape == (2, 1, 16, 16)
     for layer, m in maps.items():
         lam = model.transformer.h[layer].attn.lam()
-        assert torch.allclose(
-            m.sum(-1), (1 - lam).expand(m.shape[:-1]), atol=1e-5
-        )  # A1, A2 rows each sum to 1
+        rows = (1 - lam).expand(m.shape[:-1])  # A1, A2 rows each sum to 1
+        assert torch.allclose(m.sum(-1), rows, atol=1e-5)
         assert torch.all(m.triu(1) == 0)
 
 
@@ -143,34 +126,26 @@ def test_gradient_reaches_all_four_lambda_vectors_and_maps():
     loss.backward()
     for block in model.transformer.h:
         attn = block.attn
-        for p in (
-            attn.lambda_q1,
-            attn.lambda_k1,
-            attn.lambda_q2,
-            attn.lambda_k2,
-            attn.subln.weight,
-        ):
+        lambdas = (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2)
+        for p in (*lambdas, attn.subln.weight):
             assert p.grad is not None and p.grad.abs().sum() > 0
-    _, loss, maps = model.attention_maps(
-        idx, {1: [0]}, targets=idx
-    )  # SEEKR's gradient w.r.t. the maps
+    # SEEKR's gradient with respect to the maps
+    _, loss, maps = model.attention_maps(idx, {1: [0]}, targets=idx)
     g = torch.autograd.grad(loss, maps[1])[0]
     assert g.shape == maps[1].shape and g.abs().sum() > 0
 
 
 def test_parameter_count_within_one_percent_of_standard():
-    shape = dict(
-        vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192
-    )  # the README's CPU comparison shape
-    standard, diff = GPT(GPTConfig(**shape)), GPT(GPTConfig(**shape, attention="diff"))
+    # the README's CPU comparison shape
+    shape = dict(vocab_size=320, block_size=256, n_layer=4, n_head=4, n_embd=192)
+    standard = GPT(GPTConfig(**shape))
+    diff = GPT(GPTConfig(**shape, attention="diff"))
     d = 192 // 4
-    assert diff.num_params() - standard.num_params() == 4 * (
-        4 * d + 2 * d
-    )  # four λ vectors + RMSNorm(2d)
+    extra = 4 * (4 * d + 2 * d)  # per layer: four λ vectors + RMSNorm(2d)
+    assert diff.num_params() - standard.num_params() == extra
     assert diff.num_params() / standard.num_params() < 1.01
-    assert all(
-        p.dim() < 2 for n, p in diff.named_parameters() if "lambda" in n
-    )  # no weight decay on λ
+    lambdas = [p for n, p in diff.named_parameters() if "lambda" in n]
+    assert all(p.dim() < 2 for p in lambdas)  # no weight decay on λ
 
 
 def test_clear_errors():
@@ -180,10 +155,15 @@ def test_clear_errors():
         tiny(n_embd=30)
 
 
-@pytest.mark.parametrize("attention", ["standard", "diff"])
+# the types whose maps are softmax(attention_logits) per (sub-)head; DAPE's conv refines S first
+SOFTMAX_OF_LOGITS = [name for name in ATTENTIONS if name != "dape"]
+
+
+@pytest.mark.parametrize("attention", SOFTMAX_OF_LOGITS)
 def test_outlier_logits_are_the_pre_softmax_scores(attention):
-    """Each layer's attention_logits give back its maps through softmax (diff: A1 − λ·A2 of sub-head pairs), and
-    eval's outlier_stats reports their maximum and the maximum |x| of the block outputs."""
+    """Each layer's attention_logits give back its maps through softmax (paired heads: A1 − λ·A2 of
+    sub-head pairs), and eval's outlier_stats reports their maximum and the maximum |x| of the block
+    outputs."""
     from eval import outlier_stats
 
     torch.manual_seed(0)
@@ -192,25 +172,22 @@ def test_outlier_logits_are_the_pre_softmax_scores(attention):
     idx = torch.from_numpy(tokens[:48].astype("int64")).view(3, 16)
     n = model.transformer.h[0].attn.n_head
     _, _, maps = model.attention_maps(idx, {0: range(n), 1: range(n)})
-    x, top_logit, top_hidden = model.transformer.wte(idx), -math.inf, -math.inf
+    x = model.transformer.wte(idx)
+    top_logit = -math.inf
+    top_hidden = -math.inf
     for layer, block in enumerate(model.transformer.h):
         logits = block.attn.attention_logits(block.ln_1(x))  # (B, n_qk_heads, T, T)
         probs = logits.softmax(-1)
-        if attention == "diff":
+        if ATTENTIONS[attention].paired_heads:
             probs = probs[:, 0::2] - block.attn.lam() * probs[:, 1::2]
         assert torch.allclose(probs, maps[layer], atol=1e-6)
         x = block(x)
-        top_logit, top_hidden = (
-            max(top_logit, logits.max().item()),
-            max(top_hidden, x.abs().max().item()),
-        )
-    stats, windows = outlier_stats(
-        model, tokens, 16, 2, 2, "cpu", torch.autocast("cpu", enabled=False)
-    )
+        top_logit = max(top_logit, logits.max().item())
+        top_hidden = max(top_hidden, x.abs().max().item())
+    autocast = torch.autocast("cpu", enabled=False)
+    stats, windows = outlier_stats(model, tokens, 16, 2, 2, "cpu", autocast)
     assert windows == 3  # 3 whole windows of 16 (+1) tokens, though 2 batches of 2 were asked for
-    assert all(
-        not b._forward_hooks and not b.attn._forward_pre_hooks for b in model.transformer.h
-    )  # removed
-    assert stats["logit"][0] == pytest.approx(top_logit) and stats["hidden"][0] == pytest.approx(
-        top_hidden
-    )
+    hooks = [b._forward_hooks or b.attn._forward_pre_hooks for b in model.transformer.h]
+    assert not any(hooks)  # removed
+    assert stats["logit"][0] == pytest.approx(top_logit)
+    assert stats["hidden"][0] == pytest.approx(top_hidden)

@@ -1,8 +1,10 @@
-"""Bad input from a user, case by case: every one ends as one ConfigError / DataError line that names the flag and
-what is allowed, before anything touches the disk. In-process where the rule lives in a config (fast); the
-scripts' own one-line printing (cli) is checked in subprocesses at the end, and by test_train.py / test_seekr.py."""
+"""Bad input from a user, case by case: every one ends as one ConfigError / DataError line that
+names the flag and what is allowed, before anything touches the disk. In-process where the rule
+lives in a config (fast); the scripts' own one-line printing (cli) is checked in subprocesses at
+the end, and by test_train.py / test_seekr.py."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +15,9 @@ import torch
 from helpers import one_line_error
 
 import bench
+import continual
 import eval as evaluate
+import plots
 import plumbing
 import schedules
 import train
@@ -61,12 +65,12 @@ TRAIN = [  # (flags, word the error must contain)
     (["--budgets=a,b"], "comma-separated"),
     (["--budgets=100,50"], "strictly increasing"),
     (["--schedule=cosine", "--max_iters=60", "--budgets=20,60"], "one cosine run per budget"),
-    (["--preset=xx"], "not one of tiny, cpu"),
+    (["--preset=xx"], f"not one of {', '.join(train.PRESETS)}"),
     (["--max_iters=ten"], "not an integer"),
     (["--lr=fast"], "a number"),
     (["--bias=maybe"], "not a boolean"),
     (["--max_iter=5"], "did you mean --max_iters"),
-    (["--decay_of=run"], "cycle, budget"),
+    (["--decay_of=run"], ", ".join(schedules.DECAY_OF)),
     (["--diff_subln=maybe"], "not a boolean"),
     (
         [
@@ -93,7 +97,7 @@ CONTINUAL = [
     (["--seekr_query_budget=-1"], "--seekr_query_budget"),
     (["--eval_records=-1"], "--eval_records=-1"),
     (["--dtype=float16"], "float32 or bfloat16"),
-    (["--method=ewc"], "seqft, replay, der, lwf, seekr"),
+    (["--method=ewc"], ", ".join(continual.METHODS)),
     (["--balance_interval=-1"], "--balance_interval=-1"),
 ]
 EVAL = [
@@ -108,10 +112,10 @@ EVAL = [
     (["--windows=0"], "--windows=0"),
     (["--tail=0"], "--tail=0"),
     (["--q_chunk=-1"], "--q_chunk=-1"),
-    (["--mode=map"], "not one of loss, sample"),
+    (["--mode=map"], f"not one of {', '.join(evaluate.CHOICES['mode'])}"),
     (["--lengths=a,b"], "not a comma-separated list of token counts"),
     (["--lengths=128,,256"], "--lengths=128,,256"),
-    (["--split=test"], "not one of train, val"),
+    (["--split=test"], f"not one of {', '.join(evaluate.CHOICES['split'])}"),
     (["--pairs=0"], "--pairs=0 is not a comma-separated list of numbers of key-value pairs"),
     (["--pairs=4,x"], "e.g. --pairs=4,8,16"),
     (["--mode=recal"], "did you mean recall"),
@@ -176,17 +180,18 @@ def test_every_numeric_field_has_a_range():
     from model import RANGES as MODEL_RANGES
     from model import GPTConfig
 
-    checked = {**train.RANGES, **MODEL_RANGES}
+    checked = {**train.RANGES, **schedules.RANGES, **MODEL_RANGES}
     for cls, ranges in (
         (train.Config, checked),
         (evaluate.EvalConfig, evaluate.RANGES),
         (GPTConfig, MODEL_RANGES),
+        (schedules.ScheduleConfig, schedules.RANGES),
     ):
         numeric = {f.name for f in dataclasses.fields(cls) if f.type in (int, float)}
         assert numeric <= set(ranges), (cls.__name__, numeric - set(ranges))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # checkpoints
 
 
@@ -240,7 +245,8 @@ def test_a_failed_save_removes_its_temp_file_and_keeps_the_old_checkpoint(tmp_pa
 
 
 def test_resume_takes_the_checkpoint_config_before_the_flags(tmp_path):
-    """A tiny wsd-s run resumed with its own budgets: validated against its own config, not the small preset's."""
+    """A tiny wsd-s run resumed with its own budgets: validated against its own config, not the
+    small preset's."""
     a_checkpoint(
         tmp_path / "ckpt.pt", schedule="wsd-s", max_iters=60, budgets="20,40,60", warmup_iters=5
     )
@@ -275,13 +281,48 @@ def test_resume_refuses_flags_that_contradict_the_weights(tmp_path, flag, word):
         plumbing.start_run(cfg, overrides, saved, train.shape_keys(cfg) + ["tokenizer"])
 
 
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_a_flag_may_change_block_size_unless_positions_are_learned(tmp_path, pos):
+    """block_size fixes no weight but learned positions' (wpe): --init_from and --resume take
+    another one (a tiny-preset base fine-tuned on tasks that need a longer block)."""
+    (tmp_path / "src").mkdir()
+    src = a_checkpoint(tmp_path / "src" / "ckpt.pt", pos=pos)
+    for argv in (
+        [f"--init_from={src}", f"--out_dir={tmp_path / 'new'}"],
+        [f"--out_dir={src.parent}", "--resume"],
+    ):
+        cfg, flags, saved = train.build_config([*argv, "--block_size=128"])
+        keys = train.shape_keys(cfg) + ["tokenizer"]
+        if pos == "learned":
+            fixed = r"block_size=64 \(its learned positions fix it\), but this run asks for "
+            fixed += "--block_size=128"
+            with pytest.raises(ConfigError, match=fixed):
+                plumbing.start_run(cfg, flags, saved, keys)
+        else:
+            cfg, _, _ = plumbing.start_run(cfg, flags, saved, keys)
+            assert (cfg.block_size, cfg.n_layer, cfg.pos) == (128, 2, pos)  # the rest: the source's
+
+
+def test_run_folder_locks_writes_config_json_and_releases(tmp_path):
+    cfg, flags, saved = train.build_config(["--preset=tiny", f"--out_dir={tmp_path}"])
+    with plumbing.RunFolder(cfg, flags, saved, []) as (cfg, saved, source):
+        assert saved is None and source is None
+        assert (tmp_path / "run.lock").read_text() == str(os.getpid())
+        written = json.loads((tmp_path / "config.json").read_text())
+        assert written == plumbing.settings(cfg) and written["n_layer"] == 2
+        assert not set(train.Config.not_flags) & set(written)  # derived: no flags, not written
+    assert not (tmp_path / "run.lock").exists()
+
+
 def test_resume_refuses_another_dataset(tmp_path):
-    """An mqar run resumed with a text --dataset would train the recall model on prose from a generator's state."""
+    """An mqar run resumed with a text --dataset would train the recall model on prose from a
+    generator's state."""
     a_checkpoint(tmp_path / "ckpt.pt", dataset="mqar")
     refused(
         train.build_config,
         [f"--out_dir={tmp_path}", "--resume", "--dataset=stdlib"],
-        f"--resume continues {tmp_path}/ckpt.pt on --dataset=mqar, but this run asks for --dataset=stdlib",
+        f"--resume continues {tmp_path}/ckpt.pt on --dataset=mqar, "
+        "but this run asks for --dataset=stdlib",
     )
     cfg, overrides, saved = train.build_config(
         [f"--out_dir={tmp_path}", "--resume", "--dataset=mqar"]
@@ -298,7 +339,7 @@ def test_resume_without_a_checkpoint_and_a_fresh_run_over_one(tmp_path):
         plumbing.start_run(cfg, overrides, saved, [])
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # the run folder's lock
 
 
@@ -325,7 +366,8 @@ def test_one_live_run_per_out_dir(tmp_path):
 
 
 def test_a_checkpoint_written_before_the_lock_is_not_overwritten(tmp_path):
-    """start_run saw no checkpoint, then another run on the folder finished one before this run took the lock."""
+    """start_run saw no checkpoint, then another run on the folder finished one before this run took
+    the lock."""
     cfg, overrides, saved = train.build_config([f"--out_dir={tmp_path}", "--preset=tiny"])
     plumbing.start_run(cfg, overrides, saved, [])  # nothing there yet
     a_checkpoint(tmp_path / "ckpt.pt")  # the other run ends
@@ -359,7 +401,7 @@ def test_an_unusable_out_dir_is_refused_before_the_data_is_prepared(tmp_path):
         assert not (tmp_path / "data").exists()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # first contact: --help, messages, progress
 
 
@@ -370,7 +412,7 @@ def script(*args, **kw):
 
 
 def test_help_everywhere_exits_0_and_writes_nothing(tmp_path):
-    for name in ("train.py", "eval.py", "bench.py", "schedules.py", "data.py"):
+    for name in ("train.py", "eval.py", "compare.py", "bench.py", "schedules.py", "tasks.py"):
         proc = subprocess.run(
             [sys.executable, str(ROOT / name), "--help"],
             cwd=tmp_path,
@@ -392,7 +434,7 @@ def test_train_help_shows_what_a_run_with_no_flags_uses():
 
 
 def test_messages_name_the_real_values(tmp_path):
-    one_line_error(script("train.py", "--preset=xx"), "not one of tiny, cpu, small, gpt2")
+    one_line_error(script("train.py", "--preset=xx"), f"not one of {', '.join(train.PRESETS)}")
     assert plumbing.eta_text(60, 10, 20) == "elapsed 1m00s | eta 2m00s"
     assert (
         plumbing.eta_text(63, 10, 20, first=45) == "elapsed 1m03s | eta 0m40s"
@@ -405,14 +447,12 @@ def test_messages_name_the_real_values(tmp_path):
         for s in (1, 2, 3)
     ]
     assert (
-        evaluate.shared_title(runs) == "cpu, 4x128, 4 heads, stdlib (3 runs)"
+        plots.shared_title(runs) == "cpu, 4x128, 4 heads, stdlib (3 runs)"
     )  # no seed: they differ
-    assert evaluate.shared_title(runs[:1]) == "cpu, 4x128, 4 heads, stdlib, seed 1 (1 run)"
+    assert plots.shared_title(runs[:1]) == "cpu, 4x128, 4 heads, stdlib, seed 1 (1 run)"
 
 
 def test_compare_labels_each_run_by_its_folder(tmp_path):
-    import json
-
     for name in ("a", "b", "c"):
         cfg = dataclasses.asdict(train.Config(**train.PRESETS["tiny"], seed=len(name)))
         (tmp_path / name).mkdir()
@@ -427,7 +467,7 @@ def test_compare_labels_each_run_by_its_folder(tmp_path):
         [t.get_text() for t in fig.axes[0].get_legend().texts]
     )
     try:
-        evaluate.plot_val_curves([str(tmp_path / n) for n in "abc"], str(tmp_path / "cmp.png"))
+        plots.plot_val_curves([str(tmp_path / n) for n in "abc"], str(tmp_path / "cmp.png"))
     finally:
         plt.Figure.savefig = real_savefig
     labels = saved[0]
@@ -435,7 +475,8 @@ def test_compare_labels_each_run_by_its_folder(tmp_path):
 
 
 def test_progress_lines_arrive_while_the_run_goes_on(tmp_path):
-    """stdout through a pipe is line-buffered: the header and first steps arrive before the run ends."""
+    """stdout through a pipe is line-buffered: the header and first steps arrive before the run
+    ends."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(Path(dataclasses.__file__).read_text() * 3)
     proc = subprocess.Popen(
@@ -479,7 +520,8 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         cwd=tmp_path,
         text=True,
     )
-    proc.stdout.close()  # the reader is gone before the first line (importing torch takes the script a second)
+    # the reader is gone before the first line (importing torch takes the script a second)
+    proc.stdout.close()
     stderr = proc.stderr.read()
     assert (
         proc.wait(timeout=60) != 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr

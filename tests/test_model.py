@@ -1,5 +1,6 @@
-"""GPT and standard attention: shapes, causality, fast == explicit, naive references (helpers.py) for RoPE and ALiBi;
-GPTConfig's rules, a run's model config (model_keys, model_config), set_q_chunk."""
+"""GPT and standard attention: shapes, causality, fast == explicit, naive references (helpers.py)
+for RoPE, ALiBi and Kerple; GPTConfig's rules and the attention declarations that drive them; a
+run's model config (model_keys, shape_keys, model_config); set_q_chunk."""
 
 import dataclasses
 import math
@@ -9,15 +10,26 @@ import torch
 import torch.nn.functional as F
 from helpers import naive_attention_probs, tiny
 
-from attention import alibi_slopes, apply_rope, rope_cos_sin
-from model import GPT, model_config, model_keys
+from attention import ATTENTIONS, POSITIONS, alibi_slopes, apply_rope, rope_cos_sin
+from model import (
+    DERIVED,
+    GPT,
+    HOW_COMPUTED,
+    NORMS,
+    GPTConfig,
+    model_config,
+    model_keys,
+    positions_in_words,
+    shape_keys,
+)
 from plumbing import ConfigError
 
-POSITIONS = ["rope", "nope", "alibi", "learned"]
+STANDARD = ATTENTIONS["standard"].positions  # the positions standard attention takes
+RELATIVE = [p for p in STANDARD if p != "learned"]  # learned positions stop at block_size
 
 
-@pytest.mark.parametrize("pos", POSITIONS)
-@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("pos", STANDARD)
+@pytest.mark.parametrize("norm", NORMS)
 def test_shapes_and_loss(pos, norm):
     torch.manual_seed(0)
     model = GPT(tiny(pos=pos, norm=norm))
@@ -28,16 +40,13 @@ def test_shapes_and_loss(pos, norm):
     assert model(idx)[1] is None
 
 
-EVERY_ATTENTION = (
-    [("standard", p) for p in POSITIONS + ["kerple"]]
-    + [("diff", p) for p in POSITIONS + ["kerple"]]
-    + [("dape", p) for p in ("kerple", "alibi", "nope")]
-)
+EVERY_ATTENTION = [(name, pos) for name, kind in ATTENTIONS.items() for pos in kind.positions]
 
 
 @pytest.mark.parametrize("attention, pos", EVERY_ATTENTION)
 def test_causality(attention, pos):
-    """Changing token t+1 never changes the logits at positions <= t, on the fast and on the explicit path."""
+    """Changing token t+1 never changes the logits at positions <= t, on the fast and on the
+    explicit path."""
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, pos=pos)).eval()
     idx = torch.randint(0, 64, (2, 16))
@@ -50,7 +59,7 @@ def test_causality(attention, pos):
             assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
-@pytest.mark.parametrize("pos", POSITIONS)
+@pytest.mark.parametrize("pos", STANDARD)
 def test_fast_path_equals_explicit_path(pos):
     torch.manual_seed(0)
     model = GPT(tiny(pos=pos)).eval()
@@ -58,19 +67,19 @@ def test_fast_path_equals_explicit_path(pos):
     fast = model(idx)[0]
     explicit, _, maps = model.attention_maps(idx, {l: range(4) for l in range(2)})
     assert torch.allclose(fast, explicit, atol=1e-5)
-    assert all(
-        attn.capture_heads is None for attn in (b.attn for b in model.transformer.h)
-    )  # reset afterwards
+    assert all(b.attn.capture_heads is None for b in model.transformer.h)  # reset afterwards
     assert maps[0].shape == (2, 4, 16, 16)
 
 
-@pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
+@pytest.mark.parametrize("pos", STANDARD)
 def test_explicit_maps_match_naive_loop(pos):
     torch.manual_seed(0)
     model = GPT(tiny(pos=pos, block_size=8)).eval()
     idx = torch.randint(0, 64, (1, 8))
     _, _, maps = model.attention_maps(idx, {1: [0, 1, 2, 3]})
     x = model.transformer.wte(idx)[0]
+    if pos == "learned":  # absolute positions live in the embeddings, not in attention
+        x = x + model.transformer.wpe.weight[:8]
     x = model.transformer.h[0](x[None])[0]  # input of layer 1 = output of block 0
     want = naive_attention_probs(model.transformer.h[1].ln_1(x), model.transformer.h[1].attn, pos)
     assert torch.allclose(maps[1][0], want, atol=1e-5)
@@ -85,15 +94,14 @@ def test_selected_heads_and_gradients_through_maps():
     _, _, all_maps = model.attention_maps(idx, {0: range(4), 1: range(4)})
     assert maps[0].shape == (2, 1, 16, 16) and maps[1].shape == (2, 2, 16, 16)
     assert torch.allclose(maps[1], all_maps[1][:, [0, 3]])
-    g = torch.autograd.grad(loss, maps[1])[
-        0
-    ]  # the maps are the tensors the output was computed from
+    g = torch.autograd.grad(loss, maps[1])[0]  # the maps are what the output was computed from
     assert g.shape == maps[1].shape and g.abs().sum() > 0
     assert torch.all(maps[1].triu(1) == 0)
 
 
 def test_rope_rotation_is_relative():
-    """q_m·k_n after RoPE depends only on m − n (RoFormer's defining property) and preserves norms."""
+    """q_m·k_n after RoPE depends only on m − n (RoFormer's defining property) and preserves
+    norms."""
     torch.manual_seed(0)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
     cos, sin = rope_cos_sin(40, 16, 10000.0, "cpu")
@@ -123,9 +131,8 @@ def test_init_tied_and_param_groups():
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in no_decay["params"])
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
-    assert model.flops_per_token() == pytest.approx(
-        6 * model.num_params() + 12 * 4 * 64 * 16, rel=5e-3
-    )  # counted
+    nanogpt = 6 * model.num_params() + 12 * 4 * 64 * 16  # nanoGPT's 6N + 12·L·C·T
+    assert model.flops_per_token() == pytest.approx(nanogpt, rel=5e-3)  # counted
 
 
 def test_overfits_one_batch():
@@ -166,16 +173,12 @@ def test_learned_positions_refuse_longer_inputs_and_bad_config():
         tiny(pos="rop")
     with pytest.raises(ConfigError, match="not divisible"):
         tiny(n_embd=30)
-    with pytest.raises(
-        ConfigError, match="even head size"
-    ):  # 4 heads of 25 channels: RoPE rotates pairs
+    with pytest.raises(ConfigError, match="even head size"):  # 4 heads of 25: RoPE rotates pairs
         tiny(n_embd=100, n_head=4, pos="rope")
-    assert (
-        tiny(n_embd=100, n_head=4, pos="alibi").pos == "alibi"
-    )  # other positions take odd head sizes
+    assert tiny(n_embd=100, n_head=4, pos="alibi").pos == "alibi"  # others take odd head sizes
 
 
-@pytest.mark.parametrize("pos", ["rope", "alibi", "nope"])
+@pytest.mark.parametrize("pos", RELATIVE)
 def test_longer_than_block_size_works_for_relative_positions(pos):
     model = GPT(tiny(pos=pos)).eval()
     assert model(torch.zeros(1, 40, dtype=torch.long))[0].shape == (1, 40, 64)
@@ -184,18 +187,47 @@ def test_longer_than_block_size_works_for_relative_positions(pos):
 def test_config_refuses_unknown_attention_and_odd_diff_heads_in_one_line():
     with pytest.raises(ConfigError) as e:
         tiny(attention="difff")
-    assert (
-        str(e.value) == "--attention=difff is not one of standard, diff, dape (did you mean diff?)"
-    )
+    names = ", ".join(ATTENTIONS)
+    assert str(e.value) == f"--attention=difff is not one of {names} (did you mean diff?)"
     with pytest.raises(ConfigError) as e:
         tiny(attention="diff", n_head=3, n_embd=48)
     assert str(e.value) == (
         "--attention=diff pairs heads into n_head/2 differential heads, so --n_head must be "
         "even; got --n_head=3"
     )
-    assert (
-        tiny(attention="standard", n_head=3, n_embd=48).n_head == 3
-    )  # odd head counts are diff's problem only
+    assert tiny(attention="standard", n_head=3, n_embd=48).n_head == 3  # odd: diff's problem only
+
+
+@pytest.mark.parametrize("name", ATTENTIONS)
+def test_declared_properties_drive_the_config_rules(name):
+    """What an attention class declares is what GPTConfig enforces: pos=auto is its default_pos,
+    every position outside `positions` is refused naming the allowed ones, paired_heads refuses an
+    odd n_head, and own_fields are GPTConfig fields."""
+    kind = ATTENTIONS[name]
+    assert kind.default_pos in kind.positions and set(kind.positions) <= set(POSITIONS)
+    assert tiny(attention=name).pos == kind.default_pos
+    for pos in kind.positions:
+        assert tiny(attention=name, pos=pos).pos == pos
+    for pos in set(POSITIONS) - set(kind.positions):
+        with pytest.raises(ConfigError) as e:
+            tiny(attention=name, pos=pos)
+        assert str(e.value) == (
+            f"--attention={name} takes --pos={positions_in_words(kind)}, not --pos={pos}"
+        )
+        assert all(p in str(e.value) for p in kind.positions)
+    odd = dict(attention=name, n_head=3, n_embd=48, pos=kind.default_pos)
+    if kind.paired_heads:
+        with pytest.raises(ConfigError, match=f"{kind.head_kind} heads, so --n_head must be even"):
+            tiny(**odd)
+    elif kind.default_pos != "rope":  # rope's own rule wants an even head size (48/3 = 16 is)
+        assert tiny(**odd).n_head == 3
+    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    assert set(kind.own_fields) <= fields
+
+
+def test_dape_positions_message_is_todays():
+    kind = ATTENTIONS["dape"]
+    assert positions_in_words(kind) == "kerple (its default), alibi or nope"
 
 
 def test_model_keys_and_model_config_from_a_run_dataclass_or_dict():
@@ -208,32 +240,50 @@ def test_model_keys_and_model_config_from_a_run_dataclass_or_dict():
         tokenizer: str = "gpt2"
 
     run = Run()
-    assert (
-        model_keys(run)
-        == model_keys(dataclasses.asdict(run))
-        == ["block_size", "n_head", "attention"]
-    )
+    keys = ["block_size", "n_head", "attention"]
+    assert model_keys(run) == model_keys(dataclasses.asdict(run)) == keys
     for r in (run, dataclasses.asdict(run)):
         cfg = model_config(r, n_vocab=50257)
-        assert cfg.vocab_size == 50304 and (cfg.block_size, cfg.n_head, cfg.attention) == (
-            8,
-            2,
-            "diff",
-        )
+        assert cfg.vocab_size == 50304
+        assert (cfg.block_size, cfg.n_head, cfg.attention) == (8, 2, "diff")
         assert cfg.n_layer == 6 and cfg.rope_base == 10000.0  # GPTConfig's defaults for the rest
-    assert (
-        model_config(run, n_vocab=64).vocab_size == 64
-        and model_config(run, n_vocab=65).vocab_size == 128
-    )
-    with pytest.raises(
-        ConfigError, match="must be even"
-    ):  # the run's model is checked by GPTConfig's rules
+    assert model_config(run, n_vocab=64).vocab_size == 64
+    assert model_config(run, n_vocab=65).vocab_size == 128
+    with pytest.raises(ConfigError, match="must be even"):  # checked by GPTConfig's rules
         model_config(Run(n_head=3), n_vocab=64)
 
 
-def test_set_q_chunk_reaches_dape_layers_only():
-    dape, standard = GPT(tiny(attention="dape")), GPT(tiny())
-    dape.set_q_chunk(5)
-    standard.set_q_chunk(5)
-    assert [b.attn.q_chunk for b in dape.transformer.h] == [5, 5]
-    assert not any(hasattr(b.attn, "q_chunk") for b in standard.transformer.h)
+def test_model_config_from_a_run_config_that_inherits_gptconfig():
+    """train.Config inherits GPTConfig: every model field is the run's but vocab_size, which comes
+    from the tokenizer; a checkpoint's config dict written before vocab_size and rope_base were
+    run fields lacks them and gets GPTConfig's defaults."""
+
+    @dataclasses.dataclass
+    class Run(GPTConfig):
+        lr: float = 1e-3
+        tokenizer: str = "gpt2"
+
+    run = Run(n_head=2, n_embd=32, attention="dape", rope_base=500.0, vocab_size=7)
+    assert run.pos == "kerple"  # GPTConfig.__post_init__ ran for the run config
+    fields = [f.name for f in dataclasses.fields(GPTConfig)]
+    assert model_keys(run) == [k for k in fields if k not in DERIVED]
+    assert shape_keys(run) == [k for k in model_keys(run) if k not in HOW_COMPUTED]
+    cfg = model_config(run, n_vocab=257)
+    assert type(cfg) is GPTConfig and cfg.vocab_size == 320  # never the run's 7
+    assert (cfg.n_head, cfg.attention, cfg.pos, cfg.rope_base) == (2, "dape", "kerple", 500.0)
+    old = {k: v for k, v in dataclasses.asdict(run).items() if k not in ("vocab_size", "rope_base")}
+    assert "rope_base" not in model_keys(old) and "vocab_size" not in model_keys(old)
+    cfg = model_config(old, n_vocab=257)
+    assert cfg.vocab_size == 320 and cfg.rope_base == GPTConfig.rope_base
+    assert (cfg.n_head, cfg.attention, cfg.pos) == (2, "dape", "kerple")
+
+
+@pytest.mark.parametrize("name", ATTENTIONS)
+def test_set_q_chunk_reaches_the_chunking_layers_only(name):
+    """Layers that read dape_q_chunk take set_q_chunk's value; the others have no q_chunk."""
+    model = GPT(tiny(attention=name))
+    model.set_q_chunk(5)
+    if "dape_q_chunk" in ATTENTIONS[name].own_fields:
+        assert [b.attn.q_chunk for b in model.transformer.h] == [5, 5]
+    else:
+        assert not any(hasattr(b.attn, "q_chunk") for b in model.transformer.h)

@@ -1,6 +1,7 @@
-"""Multi-query associative recall (Zoology, arXiv 2312.04927): the generator against a plain loop over its layout,
-the loss on the answers only, seeds and DDP slices, recall accuracy of scripted models, the attention-on-the-answer
-share on hand-built maps, and train.py / eval.py --mode=recall end to end."""
+"""Multi-query associative recall (Zoology, arXiv 2312.04927): the generator against a plain loop
+over its layout, the loss on the answers only, seeds and DDP slices, recall accuracy of scripted
+models, the attention-on-the-answer share on hand-built maps, and train.py / eval.py --mode=recall
+end to end."""
 
 import dataclasses
 import json
@@ -16,9 +17,10 @@ import torch.nn as nn
 from helpers import one_line_error, tiny
 
 import eval as evaluate
+import plots
 import train
-from data import MQAR, DataError, answer_accuracy, get_batch, mqar_task
-from model import GPT, model_config
+from data import MQAR, DataError, answer_accuracy, load_dataset, mqar_task
+from model import ATTENTIONS, GPT, model_config
 from plumbing import ConfigError, read_log, save_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +30,7 @@ def batch(pairs=6, keys=20, B=16, T=40, seed=0, rows=None):
     return MQAR(pairs, keys).batch(B, T, torch.Generator().manual_seed(seed), rows)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the generator
 
 
@@ -48,13 +50,11 @@ def test_every_answer_is_the_value_paired_with_its_key_earlier(T):
         for t in answers:
             assert t >= 2 * N and (t - 2 * N) % 2 == 0  # an even offset of the query region
             paired = [row_x[2 * j + 1] for j in range(N) if row_x[2 * j] == row_x[t]]
-            assert paired == [
-                row_y[t]
-            ]  # its key appears once in the context, and the target is its value
+            # its key appears once in the context, and the target is its value
+            assert paired == [row_y[t]]
         assert sorted(row_x[t] for t in answers) == sorted(keys)  # each key queried exactly once
-        assert all(
-            row_x[t] == 0 for t in range(2 * N, T) if t not in answers
-        )  # filler, the value not written
+        # filler, the value not written
+        assert all(row_x[t] == 0 for t in range(2 * N, T) if t not in answers)
         assert all(row_y[t] == -1 for t in range(2 * N))  # no answer inside the context
 
 
@@ -69,20 +69,18 @@ def test_seeds_decide_the_batch_and_ddp_slices_rebuild_it():
     x, y = batch(seed=3)
     assert torch.equal(x, batch(seed=3)[0]) and torch.equal(y, batch(seed=3)[1])
     assert not torch.equal(x, batch(seed=4)[0])
-    halves = [
-        batch(seed=3, rows=slice(0, 8)),
-        batch(seed=3, rows=slice(8, 16)),
-    ]  # two ranks, one shared generator
+    # two ranks, one shared generator
+    halves = [batch(seed=3, rows=slice(0, 8)), batch(seed=3, rows=slice(8, 16))]
     assert torch.equal(torch.cat([h[0] for h in halves]), x) and torch.equal(
         torch.cat([h[1] for h in halves]), y
     )
     task = MQAR(6, 20)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    got = get_batch(task, 16, 40, gen_a, slice(8, 16))  # the training loop's door
+    door = load_dataset(task.name, "bytes", "unused", 40).train  # the training loop's door
+    got = door.batch(16, 40, gen_a, slice(8, 16))
     assert torch.equal(got[0], task.batch(16, 40, gen_b)[0][8:16])
-    assert torch.equal(
-        gen_a.get_state(), gen_b.get_state()
-    )  # every rank draws the whole batch: still in step
+    # every rank draws the whole batch: still in step
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
 
 
 def test_options_defaults_and_one_line_errors():
@@ -99,9 +97,8 @@ def test_options_defaults_and_one_line_errors():
     ):
         with pytest.raises(DataError, match=re.escape(words)) as e:
             mqar_task(spec)
-        assert "\n" not in str(e.value) and "mqar:pairs=8,keys=64" in str(
-            e.value
-        )  # an example to copy
+        # an example to copy
+        assert "\n" not in str(e.value) and "mqar:pairs=8,keys=64" in str(e.value)
     with pytest.raises(DataError, match=r"--block_size >= 4 x pairs = 32 .* --block_size=31"):
         MQAR(8, 64).check(31, 257)
     MQAR(8, 64).check(32, 257)
@@ -110,7 +107,7 @@ def test_options_defaults_and_one_line_errors():
     MQAR(8, 128).check(64, 257)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the loss and the accuracy count the answers only
 
 
@@ -129,12 +126,15 @@ def test_loss_is_the_cross_entropy_of_the_answers_alone():
 
 
 class Scripted(nn.Module):
-    """A model that answers by rule, not by weights: at each position, `pick(context keys, values, token)` -> the
-    id it puts all its logit on. It has GPT's two doors that recall_accuracy uses, features and lm_head."""
+    """A model that answers by rule, not by weights: at each position, `pick(context keys, values,
+    token)` -> the id it puts all its logit on. It has GPT's two doors that recall_accuracy uses,
+    features and lm_head."""
 
     def __init__(self, pairs, vocab, pick):
         super().__init__()
-        self.pairs, self.vocab, self.pick = pairs, vocab, pick
+        self.pairs = pairs
+        self.vocab = vocab
+        self.pick = pick
         self.lm_head = nn.Identity()
 
     def features(self, idx):
@@ -154,16 +154,14 @@ def test_recall_accuracy_of_scripted_models():
     N, K = 8, 40
     task = MQAR(N, K)
     rng = torch.Generator().manual_seed(0)
-    guess = lambda keys, values, token: values[
-        torch.randint(N, (1,), generator=rng).item()
-    ]  # in context, blind
+    # in context, blind
+    guess = lambda keys, values, token: values[torch.randint(N, (1,), generator=rng).item()]
     score = lambda pick, batches=2: evaluate.recall_accuracy(
         Scripted(N, 2 * K + 1, pick), task, 48, batches, 16, 7, "cpu", nullcontext()
     )
     assert score(look_up) == 1.0
-    assert score(lambda keys, values, token: K + 1 if values[0] != K + 1 else K + 2) < 1 / (
-        2 * N
-    )  # one fixed value
+    # one fixed value
+    assert score(lambda keys, values, token: K + 1 if values[0] != K + 1 else K + 2) < 1 / (2 * N)
     assert score(lambda keys, values, token: 0) == 0.0  # the filler is never an answer
     assert abs(score(guess, batches=20) - task.chance) < 0.03  # 2560 answers: std of the mean 0.007
 
@@ -175,7 +173,7 @@ def test_answer_accuracy_counts_only_the_targets():
     assert answer_accuracy(logits, torch.tensor([[-1, 2, 3, 4]])).item() == 1.0
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the attention on the answer
 
 
@@ -187,10 +185,11 @@ def test_answer_share_on_hand_built_maps():
     for q in range(len(b)):
         key_at = [j for j in range(0, 2 * N, 2) if x[b[q], j] == x[b[q], i[q]]][0]
         att[b[q], 0, i[q], key_at + 1] = 1.0  # head 0: all on the value
+        # head 2: signed, as diff
         att[b[q], 2, i[q], key_at + 1], att[b[q], 2, i[q], 0 if key_at else 2] = (
             0.5,
             -0.5,
-        )  # head 2: signed, as diff
+        )
     for t in range(T):
         att[:, 1, t, : t + 1] = 1 / (t + 1)  # head 1: uniform over the causal row
     share = evaluate.answer_share(att, x, y, N)
@@ -198,15 +197,16 @@ def test_answer_share_on_hand_built_maps():
     assert torch.allclose(share, torch.tensor([1.0, uniform, 0.5]))
 
 
-@pytest.mark.parametrize("attention, heads", [("standard", 2), ("diff", 1), ("dape", 2)])
-def test_answer_shares_has_a_share_per_layer_and_head(attention, heads):
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_answer_shares_has_a_share_per_layer_and_head(attention):
+    heads = 1 if ATTENTIONS[attention].paired_heads else 2  # diff: one differential head of two
     torch.manual_seed(0)
     model = GPT(tiny(vocab_size=64, block_size=24, n_head=2, attention=attention)).eval()
     share = evaluate.answer_shares(model, MQAR(4, 12), 24, 3, 0, "cpu")
     assert share.shape == (2, heads) and ((share > 0) & (share <= 1)).all()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py and eval.py --mode=recall
 
 
@@ -217,7 +217,8 @@ def script(*args):
 
 
 def a_checkpoint(path, **config):
-    """A freshly initialised run of the tiny preset on mqar, saved as train.py saves one (no training)."""
+    """A freshly initialised run of the tiny preset on mqar, saved as train.py saves one (no
+    training)."""
     cfg = train.Config(
         **{**train.PRESETS["tiny"], "dataset": "mqar", "out_dir": str(path), **config}
     )
@@ -322,13 +323,11 @@ def test_eval_recall_grid_over_checkpoints(tmp_path, capsys):
     res = json.loads((tmp_path / "s1" / "recall.json").read_text())
     assert [r["type"] for r in res["runs"]] == ["standard/rope", "standard/rope", "diff/rope"]
     assert len(res["runs"][2]["answer_share"][0]) == 1  # diff: one differential head of two
-    accs, chance = evaluate.recall_curve(
-        res, "standard/rope", "length", "pairs"
-    )  # at the training pairs: none
+    # at the training pairs: none
+    accs, chance = plots.recall_curve(res, "standard/rope", "length", "pairs")
     assert accs == {} and chance == {}
-    accs, chance = evaluate.recall_curve(
-        res, "standard/rope", "pairs", "length"
-    )  # at the training length 64
+    # at the training length 64
+    accs, chance = plots.recall_curve(res, "standard/rope", "pairs", "length")
     assert sorted(accs) == [2, 4] and len(accs[4]) == 2 and chance == {2: 0.5, 4: 0.25}
     assert (tmp_path / "s1" / "recall.png").exists()
 

@@ -4,13 +4,25 @@ import math
 
 import pytest
 
-from schedules import decay_fraction, make_schedule, schedule_problem
+from schedules import (
+    DECAY_SHAPES,
+    FIGURE,
+    FIGURE_BUDGETS,
+    SCHEDULES,
+    Schedule,
+    decay_fraction,
+    figure_curves,
+    main_branch_decays,
+    make_schedule,
+    schedule_problem,
+    warmup,
+)
 
 LR, MIN_LR, WARMUP, MAX = 1e-3, 1e-4, 10, 100
 
 
 def test_warmup_is_linear_and_reaches_peak():
-    for name in ("constant", "cosine", "wsd"):
+    for name in SCHEDULES:
         lr = make_schedule(name, LR, MIN_LR, WARMUP, MAX)
         assert lr(0) == pytest.approx(LR / (WARMUP + 1))
         assert lr(4) == pytest.approx(LR * 5 / (WARMUP + 1))
@@ -26,7 +38,7 @@ def test_constant_and_cosine():
     assert all(lr(s) >= lr(s + 1) for s in range(WARMUP, MAX))
 
 
-@pytest.mark.parametrize("shape", ["linear", "cosine", "sqrt"])
+@pytest.mark.parametrize("shape", DECAY_SHAPES)
 def test_wsd_stable_then_decay(shape):
     lr = make_schedule("wsd", LR, MIN_LR, WARMUP, MAX, decay_frac=0.2, decay_shape=shape)
     assert all(lr(s) == LR for s in range(WARMUP, 80 + 1))  # stable until the decay starts at 80
@@ -66,7 +78,8 @@ def test_wsd_s_returns_to_peak_after_each_budget():
 
 
 def test_wsd_s_decay_of_budget_matches_the_wsd_branches():
-    """--decay_of=budget: each wsd-s decay as long as the wsd branch of its budget, step for step the same lr."""
+    """--decay_of=budget: each wsd-s decay as long as the wsd branch of its budget, step for step
+    the same lr."""
     budgets = [40, 80, 160]  # decays of 0.2·b: 8, 16, 32 steps, each inside its cycle
     s = make_schedule("wsd-s", LR, MIN_LR, WARMUP, 160, 0.2, "sqrt", budgets, decay_of="budget")
     w = make_schedule("wsd", LR, MIN_LR, WARMUP, 160, 0.2, "sqrt", budgets)
@@ -137,8 +150,11 @@ def test_invalid_combinations_are_named(name, budgets, decay_frac, words):
 
 
 def test_valid_combinations_pass():
-    for name in ("wsd", "wsd-s", "cyclic"):
+    several = [name for name, s in SCHEDULES.items() if s.budgets]
+    for name in several:
         assert schedule_problem(name, WARMUP, MAX, 0.2, BUDGETS) is None
+    for name in set(SCHEDULES) - set(several):  # the message names the ones that can
+        assert schedule_problem(name, WARMUP, MAX, 0.2, BUDGETS).endswith(", ".join(several))
     assert schedule_problem("cosine", WARMUP, MAX, 0.2, [MAX]) is None
     assert (
         schedule_problem("wsd", WARMUP, MAX, 0.5, [30, 60, 100]) is None
@@ -146,3 +162,43 @@ def test_valid_combinations_pass():
     assert (
         schedule_problem("cosine", 500, MAX, 0.2, []) is None
     )  # a plain run may end inside its warmup
+
+
+def test_every_registered_schedule_is_drawn():
+    """`python schedules.py` draws each schedule of the registry, each decay shape of those that
+    branch, and the branches themselves."""
+    labels = [
+        style.get("label") for _, _, _, _, style in figure_curves(**FIGURE, budgets=FIGURE_BUDGETS)
+    ]
+    for name, spec in SCHEDULES.items():
+        assert any(label and label.split()[0] == name for label in labels), name
+        if spec.branches:
+            assert all(f"{name} {shape}" in labels for shape in DECAY_SHAPES)
+            assert f"{name} decay branches" in labels
+
+
+def test_decays_on_the_main_branch():
+    """loss.png shades the decays the main branch runs: every cycle's for wsd-s, the last one only
+    for a schedule whose earlier budgets decay in branches, none for the others."""
+    assert main_branch_decays("wsd-s", BUDGETS, 0.2) == [(32, 40), (56, 60), (92, 100)]
+    assert main_branch_decays("wsd", BUDGETS, 0.2) == [(80, 100)]
+    assert main_branch_decays("wsd", [MAX], 0.2) == [(80, 100)]
+    for name, spec in SCHEDULES.items():
+        if not spec.decay_shaped:
+            assert main_branch_decays(name, BUDGETS, 0.2) == []
+
+
+def test_a_new_schedule_is_its_function_and_its_entry(monkeypatch):
+    """Linear decay to zero, registered: make_schedule runs it, the checks and the figure see it."""
+
+    def linear_to_zero(step, branch, p):
+        if step < p.warmup_iters:
+            return warmup(step, p.lr, p.warmup_iters)
+        return p.lr * (1 - (step - p.warmup_iters) / (p.max_iters - p.warmup_iters))
+
+    monkeypatch.setitem(SCHEDULES, "linear", Schedule(linear_to_zero))
+    lr = make_schedule("linear", LR, MIN_LR, WARMUP, MAX)
+    assert lr(WARMUP) == pytest.approx(LR) and lr(MAX) == 0.0
+    assert "one linear run per budget" in schedule_problem("linear", WARMUP, MAX, 0.2, BUDGETS)
+    curves = figure_curves(**FIGURE, budgets=FIGURE_BUDGETS)
+    assert "linear" in [style.get("label") for _, _, _, _, style in curves]

@@ -1,11 +1,12 @@
-"""eval.py --mode=seeds: runs that differ only in --seed pooled into mean ± std, against statistics computed here."""
+"""compare.py --mode=seeds (also `eval.py --mode=seeds`): runs that differ only in --seed pooled
+into mean ± std, against statistics computed here."""
 
 import json
 import statistics
 
 import pytest
 
-import eval as evaluate
+import compare
 from plumbing import ConfigError
 
 LOSSES = {
@@ -17,7 +18,8 @@ LOSSES = {
 
 
 def fake_run(folder, attention, n_head, seed, val_loss, rows=True, **fields):
-    """A run folder as train.py leaves it: config.json (plus `fields`) and log.jsonl with two budget rows."""
+    """A run folder as train.py leaves it: config.json (plus `fields`) and log.jsonl with two budget
+    rows."""
     folder.mkdir(parents=True)
     cfg = dict(
         preset="cpu",
@@ -52,7 +54,7 @@ def runs(tmp_path):
 
 
 def test_groups_are_pooled_over_seeds_only(runs, tmp_path, capsys):
-    path = evaluate.seeds_report(runs, "n_head", str(tmp_path / "fig.png"))
+    path = compare.seeds_report(runs, "n_head", str(tmp_path / "fig.png"))
     out = capsys.readouterr().out
     assert path.exists() and path.stat().st_size > 10_000
     for (a, h), losses in LOSSES.items():
@@ -71,19 +73,19 @@ def test_groups_are_pooled_over_seeds_only(runs, tmp_path, capsys):
 
 
 def test_plot_lines_group_everything_but_x(runs):
-    lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir", "n_head"))
+    lines = compare.pooled(compare.finished_runs(runs), ("seed", "out_dir", "n_head"))
     assert [label for label, _ in lines] == ["attention=standard", "attention=diff"]
     assert [len(members) for _, members in lines] == [6, 6]
 
 
 def test_unfinished_run_and_bad_field_are_one_line_errors(runs, tmp_path, capsys):
     with pytest.raises(ConfigError, match="no finished model"):
-        evaluate.seeds_report(
+        compare.seeds_report(
             runs + [fake_run(tmp_path / "late", "diff", 4, 9, 0.0, rows=False)], "", ""
         )
     capsys.readouterr()
     with pytest.raises(ConfigError, match="not a numeric field"):
-        evaluate.seeds_report(runs, "attention", str(tmp_path / "x.png"))
+        compare.seeds_report(runs, "attention", str(tmp_path / "x.png"))
     assert capsys.readouterr().out == ""  # no table before the error
 
 
@@ -99,7 +101,7 @@ def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp
     runs.append(
         fake_run(tmp_path / "diff-older-s3", "diff", 4, 3, 1.8)
     )  # its config.json predates --diff_subln
-    lines = evaluate.pooled(evaluate.finished_runs(runs), ("seed", "out_dir"))
+    lines = compare.pooled(compare.finished_runs(runs), ("seed", "out_dir"))
     assert [(label, len(members)) for label, members in lines] == [
         ("attention=standard", 4),
         ("attention=diff, diff_subln=True", 3),
@@ -108,7 +110,8 @@ def test_a_field_of_another_attention_type_neither_splits_nor_labels_a_group(tmp
 
 
 def test_fields_that_change_no_number_do_not_split_a_group(tmp_path):
-    """A seed resumed after a kill, or run with its DAPE rows in chunks, is still a seed of its group."""
+    """A seed resumed after a kill, or run with its DAPE rows in chunks, is still a seed of its
+    group."""
     run = lambda name, seed, wd=0.1, **fields: fake_run(
         tmp_path / name,
         "dape",
@@ -125,10 +128,20 @@ def test_fields_that_change_no_number_do_not_split_a_group(tmp_path):
         run("s4", 4, log_interval=50, activation_checkpointing=True),
         run("s1-wd0", 1, wd=0.0),
     ]
-    lines = evaluate.pooled(
-        evaluate.finished_runs(runs), evaluate.POOLED_OVER
+    lines = compare.pooled(
+        compare.finished_runs(runs), compare.POOLED_OVER
     )  # weight decay changes the numbers
     assert [(label, len(members)) for label, members in lines] == [
         ("weight_decay=0.1", 4),
         ("weight_decay=0.0", 1),
     ]
+
+
+def test_eval_py_hands_the_mode_to_compare(runs, capsys):
+    """`python eval.py --mode=seeds ...` as before the split: the same table as compare.py's."""
+    import eval as evaluate
+
+    compare.main(["--mode=seeds", f"--run={','.join(runs)}"])
+    direct = capsys.readouterr().out
+    evaluate.main(["--mode=seeds", f"--run={','.join(runs)}"])
+    assert capsys.readouterr().out == direct and "each seed" in direct

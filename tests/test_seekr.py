@@ -1,8 +1,11 @@
-"""seekr.py: every piece against a hand-computed or naive case, then tiny continual runs of every method."""
+"""seekr.py: every piece against a hand-computed or naive case, then tiny continual runs of every
+method."""
 
 import copy
+import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,36 +16,40 @@ import torch
 import torch.nn.functional as F
 from helpers import naive_attention_probs, one_line_error, tiny
 
+import continual
+import plots
 import seekr
+import tasks
 import train
-from model import GPT, GPTConfig
-from plumbing import ConfigError
+from model import ATTENTIONS, GPT, GPTConfig
+from plumbing import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POS = [(name, kind.default_pos) for name, kind in ATTENTIONS.items()]  # each at its own
 
 
 def test_pad_batch_masks_everything_but_the_answer():
-    x, y = seekr.pad_batch([([5, 6, 7], [8, 9, 0]), ([1], [2, 0])], pad=0, device="cpu")
+    x, y = tasks.pad_batch([([5, 6, 7], [8, 9, 0]), ([1], [2, 0])], pad=0, device="cpu")
     assert x.tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+    # answer tokens and the end token, nothing else
     assert y.tolist() == [
         [-1, -1, 8, 9, 0],
         [2, 0, -1, -1, -1],
-    ]  # answer tokens and the end token, nothing else
+    ]
 
 
-@pytest.mark.parametrize(
-    "attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")]
-)
+@pytest.mark.parametrize("attention,pos", DEFAULT_POS)
 def test_captured_rows_sum_to_one_or_one_minus_lambda(attention, pos):
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, pos=pos)).eval()
     idx = torch.randint(0, 64, (2, 10))
     _, _, maps = seekr.capture(model, idx, [(0, 1), (1, 0)])
     L, H = seekr.map_heads(model)
-    assert (L, H) == (2, 2 if attention == "diff" else 4)
+    assert (L, H) == (2, 2 if ATTENTIONS[attention].paired_heads else 4)
     for (layer, head), m in maps.items():
         assert m.shape == (2, 10, 10) and torch.all(m.triu(1) == 0)  # causal
-        want = 1 - model.transformer.h[layer].attn.lam().item() if attention == "diff" else 1.0
+        attn = model.transformer.h[layer].attn
+        want = 1 - attn.lam().item() if ATTENTIONS[attention].signed_maps else 1.0  # diff: 1 − λ
         assert torch.allclose(m.sum(-1), torch.full((2, 10), want), atol=1e-5)
 
 
@@ -60,18 +67,19 @@ def test_captured_map_matches_naive_softmax():
 
 
 def test_task_sensitivity_matches_finite_differences():
-    """S̃(l, h) = mean over queries and keys of (∂LM/∂A)², each layer normalised to sum 1; ∂LM/∂A by central
-    differences on every entry of every map, perturbing the map inside the forward pass."""
+    """S̃(l, h) = mean over queries and keys of (∂LM/∂A)², each layer normalised to sum 1; ∂LM/∂A by
+    central differences on every entry of every map, perturbing the map inside the forward pass."""
     torch.manual_seed(0)
     model = GPT(tiny(n_layer=1, n_head=2, n_embd=16)).double().eval()
     record = {"prompt": [3, 4, 5], "answer": [6, 0], "rows": torch.arange(4)}
     same = seekr.all_maps(model, record, 0, "cpu")
     sens, forget, after = seekr.score_heads(model, [record], [same], 0, "cpu")
-    assert torch.allclose(
-        forget, torch.zeros(1, 2), atol=1e-12
-    )  # unchanged model: nothing forgotten
-    x, y = seekr.pad_batch([(record["prompt"], record["answer"])], 0, "cpu")
-    attn, T, eps = model.transformer.h[0].attn, x.size(1), 1e-6
+    # unchanged model: nothing forgotten
+    assert torch.allclose(forget, torch.zeros(1, 2), atol=1e-12)
+    x, y = tasks.pad_batch([(record["prompt"], record["answer"])], 0, "cpu")
+    attn = model.transformer.h[0].attn
+    T = x.size(1)
+    eps = 1e-6
     delta = torch.zeros(1, 2, T, T, dtype=torch.float64)
     plain = attn.capture
     attn.capture = lambda att: plain(att + delta)  # the model computes its output from A + delta
@@ -88,19 +96,19 @@ def test_task_sensitivity_matches_finite_differences():
                 g[h, q, k] = (up - down) / (2 * eps)
     s = g.pow(2).mean(dim=(1, 2))
     assert torch.allclose(sens[0].double(), s / s.sum(), rtol=1e-4)
-    assert (
-        model.transformer.h[0].attn.c_attn.weight.grad is None
-    )  # autograd.grad left no .grad behind
+    # autograd.grad left no .grad behind
+    assert model.transformer.h[0].attn.c_attn.weight.grad is None
 
 
 def test_forgettability_is_mean_squared_map_change_against_naive_maps():
     torch.manual_seed(0)
     before_model = GPT(tiny(n_layer=1, pos="nope"))
     after_model = GPT(tiny(n_layer=1, pos="nope"))
+    # a query budget of 2 rows
     records = [
         {"prompt": [1, 2, 3], "answer": [4, 0], "rows": torch.arange(4)},
         {"prompt": [9, 8], "answer": [7, 6, 0], "rows": torch.tensor([1, 3])},
-    ]  # a query budget of 2 rows
+    ]
     before = [seekr.all_maps(before_model, r, 0, "cpu") for r in records]
     _, forget, _ = seekr.score_heads(after_model, records, before, 0, "cpu")
     want = torch.zeros(4)
@@ -125,15 +133,17 @@ def test_selection_is_layers_first_then_heads():
             [0.1, 0.0, 0.0, 0.0],
         ]
     )
+    # (0, 0) is the top head, not chosen
     assert seekr.select_heads(importance, 2, 3) == [
         (1, 0),
         (2, 0),
         (2, 1),
-    ]  # (0, 0) is the top head, not chosen
+    ]
+    # layer 1 is chosen but keeps no head
     assert seekr.select_heads(importance, 2, 2) == [
         (2, 0),
         (2, 1),
-    ]  # layer 1 is chosen but keeps no head
+    ]
     chosen = seekr.select_heads(importance, 3, 5)
     assert len(chosen) == 5 and {l for l, _ in chosen} <= {0, 1, 2}
 
@@ -142,11 +152,10 @@ def test_attention_kl_and_logit_distillation_by_hand():
     a = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0]])
     b = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
     assert seekr.attention_distill(a, a).item() == pytest.approx(0.0, abs=1e-6)
-    kl = (
-        0.25 * math.log(0.25 / (0.5 + 1e-8)) + 0.75 * math.log(0.75 / (0.5 + 1e-8))
-    ) / 2  # row 0 adds 0
+    # row 0 adds 0
+    kl = (0.25 * math.log(0.25 / (0.5 + 1e-8)) + 0.75 * math.log(0.75 / (0.5 + 1e-8))) / 2
     assert seekr.attention_distill(a, b).item() == pytest.approx(kl, rel=1e-5) and kl > 0
-    assert seekr.attention_distill(a, b, effective=True).item() == pytest.approx(2 * 0.25**2 / 2)
+    assert seekr.attention_distill(a, b, signed=True).item() == pytest.approx(2 * 0.25**2 / 2)
 
     logits = torch.tensor([[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]])  # (1, 2, V)
     y = torch.tensor([[-1, 1]])  # only position 1 is an answer position
@@ -162,15 +171,15 @@ def test_attention_kl_and_logit_distillation_by_hand():
 
 def test_op_and_bwt_on_a_known_matrix():
     R = [[0.8, 0.1, 0.0], [0.6, 0.9, 0.2], [0.5, 0.7, 1.0]]
-    m = seekr.metrics(R)
+    m = tasks.metrics(R)
     assert m["OP"] == pytest.approx((0.5 + 0.7 + 1.0) / 3)
     assert m["BWT"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)
     assert m["BWT_over_T"] == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 3)
 
 
 def test_figures_redraw_from_results_json_with_untrained_tasks_blank(tmp_path, monkeypatch):
-    """R.png numbers only the tasks trained so far (i <= t); acc_over_time.png starts each task's line at the step
-    it was trained; heads.png has a colour bar per task."""
+    """R.png numbers only the tasks trained so far (i <= t); acc_over_time.png starts each task's
+    line at the step it was trained; heads.png has a colour bar per task."""
     R = [[0.9, 0.3, 0.0], [0.1, 0.8, 0.0], [0.0, 0.0, 0.7]]
     res = dict(
         method="seekr",
@@ -186,16 +195,18 @@ def test_figures_redraw_from_results_json_with_untrained_tasks_blank(tmp_path, m
     (tmp_path / "results.json").write_text(json.dumps(res))
     import matplotlib.pyplot as plt
 
-    figures, savefig = {}, plt.Figure.savefig
+    figures = {}
+    savefig = plt.Figure.savefig
     monkeypatch.setattr(
         plt.Figure,
         "savefig",
         lambda fig, path, **kw: (figures.update({Path(path).name: fig}), savefig(fig, path, **kw)),
     )
-    seekr.plot_results(tmp_path)
+    plots.plot_results(tmp_path)
     assert all(
         (tmp_path / name).stat().st_size > 0 for name in ("R.png", "acc_over_time.png", "heads.png")
     )
+    # no 0.30: b not trained yet
     assert sorted(t.get_text() for t in figures["R.png"].axes[0].texts) == [
         "0.00",
         "0.00",
@@ -203,21 +214,23 @@ def test_figures_redraw_from_results_json_with_untrained_tasks_blank(tmp_path, m
         "0.70",
         "0.80",
         "0.90",
-    ]  # no 0.30: b not trained yet
+    ]
     lines = [
         line
         for line in figures["acc_over_time.png"].axes[0].get_lines()
         if len(line.get_xdata()) > 1
     ]
+    # a from step 1, b from 2; c is one point
     assert [round(min(line.get_xdata())) for line in lines] == [
         1,
         2,
-    ]  # a from step 1, b from 2; c is one point
+    ]
     assert len(figures["heads.png"].axes) == 6  # three panels, three colour bars
 
 
 class Successor(torch.nn.Module):
-    """A stub language model with scripted greedy choices: after byte c comes c + 1, after "e" the end token."""
+    """A stub language model with scripted greedy choices: after byte c comes c + 1, after "e" the
+    end token."""
 
     def __init__(self, block_size):
         super().__init__()
@@ -227,9 +240,8 @@ class Successor(torch.nn.Module):
 
     def forward(self, idx):
         nxt = torch.where(idx == ord("e"), 256, idx + 1)
-        return F.one_hot(nxt, 320).float() + 0.5 * F.one_hot(
-            torch.full_like(idx, 300), 320
-        ), None  # 300: padding id
+        # 300: padding id
+        return F.one_hot(nxt, 320).float() + 0.5 * F.one_hot(torch.full_like(idx, 300), 320), None
 
 
 def test_batched_greedy_decoding_stops_per_row():
@@ -237,7 +249,7 @@ def test_batched_greedy_decoding_stops_per_row():
 
     tok = get_tokenizer("bytes")
     prompts = [b"ab", b"xyz: c", b"e", b"0123", b"d"]
-    got = seekr.greedy_answers(
+    got = tasks.greedy_answers(
         Successor(block_size=9),
         tok,
         [list(p) for p in prompts],
@@ -248,22 +260,21 @@ def test_batched_greedy_decoding_stops_per_row():
     )
     want = []
     for p in prompts:  # the same rule, one prompt at a time, within block_size 9
-        out, last = b"", p[-1]
+        out = b""
+        last = p[-1]
         while len(out) < 5 and len(p) + len(out) < 9 and last != ord("e"):
             last += 1
             out += bytes([last])
         want.append(out.decode())
-    assert (
-        got == want == ["cde", "de", "", "45678", "e"]
-    )  # "0123": 5 new tokens; "xyz: c": the block's end
+    # "0123": 5 new tokens; "xyz: c": the block's end
+    assert got == want == ["cde", "de", "", "45678", "e"]
 
 
-@pytest.mark.parametrize(
-    "attention,pos", [("standard", "rope"), ("diff", "rope"), ("dape", "kerple")]
-)
+@pytest.mark.parametrize("attention,pos", DEFAULT_POS)
 def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
-    """Right after a task is stored, a replay batch of records of different lengths has AD = 0 and LD = the
-    teacher's entropy (its minimum): teacher maps and logits taken record by record line up with the batch's."""
+    """Right after a task is stored, a replay batch of records of different lengths has AD = 0 and
+    LD = the teacher's entropy (its minimum): teacher maps and logits taken record by record line up
+    with the batch's."""
     torch.manual_seed(0)
     model = GPT(tiny(attention=attention, pos=pos)).eval()
     heads = [[(0, 1), (1, 0)], [(1, 1)]]
@@ -278,24 +289,31 @@ def test_stored_teacher_lines_up_with_a_padded_replay_batch(attention, pos):
         r["rows"] = torch.arange(n) if r["task"] else torch.tensor([0, n - 1])
         maps = seekr.all_maps(model, r, 63, "cpu")
         r["maps"] = torch.stack([maps[l, h][r["rows"]] for l, h in heads[r["task"]]])
-        x, y = seekr.pad_batch([(r["prompt"], r["answer"])], 63, "cpu", seekr.pad_tail(model))
+        x, y = tasks.pad_batch([(r["prompt"], r["answer"])], 63, "cpu", seekr.pad_tail(model))
         r["logp"] = F.log_softmax(model(x)[0][y != -1], -1).detach()
         entropy += (-(r["logp"].exp() * r["logp"]).sum(-1)).tolist()
     terms, parts = seekr.replay_loss(
-        model, batch, "seekr", heads, 0.5, 1000.0, 63, "cpu", torch.autocast("cpu", enabled=False)
+        model,
+        batch,
+        continual.METHODS["seekr"],
+        heads,
+        0.5,
+        1000.0,
+        63,
+        "cpu",
+        torch.autocast("cpu", enabled=False),
     )
     assert parts["ad"] == pytest.approx(0.0, abs=1e-7)
     assert parts["ld"] == pytest.approx(sum(entropy) / len(entropy), rel=1e-6)
-    assert terms["ad"].item() == pytest.approx(
-        1000.0 * parts["ad"], abs=1e-4
-    )  # the weighted terms: β·AD, α·LD
+    # the weighted terms: β·AD, α·LD
+    assert terms["ad"].item() == pytest.approx(1000.0 * parts["ad"], abs=1e-4)
     assert (
         terms["ld"].item() == pytest.approx(0.5 * parts["ld"], rel=1e-6)
         and terms["lm"].requires_grad
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # end to end: a tiny base, three tiny tasks in TRACE's layout, every method
 
 
@@ -352,12 +370,12 @@ def continual_args(base, out, *extra):
 @pytest.fixture(scope="module")
 def runs(base):
     """One tiny continual run per method, same base and seed."""
-    for method in seekr.METHODS:
+    for method in continual.METHODS:
         train.main(continual_args(base, base / "runs" / method, f"--method={method}"))
     return base / "runs"
 
 
-@pytest.mark.parametrize("method", seekr.METHODS)
+@pytest.mark.parametrize("method", continual.METHODS)
 def test_every_method_runs_end_to_end(runs, method):
     res = json.loads((runs / method / "results.json").read_text())
     assert (
@@ -368,39 +386,45 @@ def test_every_method_runs_end_to_end(runs, method):
     assert all(0 <= a <= 1 for r in res["R"] for a in r)
     assert res["OP"] == pytest.approx(sum(res["R"][-1]) / 3)
     assert res["general_before"] > 0 and res["general_after"] > 0 and res["seconds"] > 0
-    for png in ("R.png", "acc_over_time.png") + (("heads.png",) if method == "seekr" else ()):
+    spec = continual.METHODS[method]
+    for png in ("R.png", "acc_over_time.png") + (("heads.png",) if spec.distill_attention else ()):
         assert (runs / method / png).stat().st_size > 0
     rows = [json.loads(line) for line in (runs / method / "log.jsonl").read_text().splitlines()]
-    if (
-        method == "seekr"
-    ):  # tiny preset: 2 layers x 2 heads -> budgets 2 layers (75%, rounded up), 1 head
+    if spec.distill_attention:  # tiny preset: 2 layers x 2 heads -> budgets 2 layers, 1 head
         assert len(res["heads"]) == 3 and all(len(h) == 1 for h in res["heads"])
     else:
         assert res["heads"] == []
-    if method in ("der", "seekr"):  # distillation ran on replay steps from the second task on
+    if spec.distill_logits:  # distillation ran on replay steps from the second task on
         assert any("replay_ld" in r for r in rows if r["task"] > 0)
         assert all("replay_ld" not in r for r in rows if r["task"] == 0)
-        assert any("replay_ad" in r for r in rows) == (method == "seekr")
-    if method == "lwf":
+        assert any("replay_ad" in r for r in rows) == spec.distill_attention
+    if spec.distill_previous:
         assert all("ld" not in r for r in rows if r["task"] == 0) and any(
             "ld" in r for r in rows if r["task"] > 0
         )
 
 
 def test_same_first_task_for_every_method_and_the_table(runs):
-    """Before any buffer or teacher exists every method is plain fine-tuning: identical first rows of R."""
-    import eval as evaluate
+    """Before any buffer or teacher exists every method is plain fine-tuning: identical first rows
+    of R."""
+    import compare
 
-    first = {m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in seekr.METHODS}
-    assert all(r == first["seqft"] for r in first.values()), first
-    table = evaluate.continual_table([runs / m for m in seekr.METHODS]).splitlines()
-    assert len(table) == 2 + len(seekr.METHODS) and all(
-        f"| {m} |" in table[2 + k] for k, m in enumerate(seekr.METHODS)
+    first = {
+        m: json.loads((runs / m / "results.json").read_text())["R"][0] for m in continual.METHODS
+    }
+    plain = first[
+        next(iter(continual.METHODS))
+    ]  # the first method keeps nothing: plain fine-tuning
+    assert not any(dataclasses.astuple(continual.METHODS[next(iter(continual.METHODS))]))
+    assert all(r == plain for r in first.values()), first
+    table = compare.continual_table([runs / m for m in continual.METHODS]).splitlines()
+    assert len(table) == 2 + len(continual.METHODS) and all(
+        f"| {m} |" in table[2 + k] for k, m in enumerate(continual.METHODS)
     )
 
 
-@pytest.mark.parametrize("attention", ["diff", "dape"])
-def test_seekr_runs_on_diff_and_dape_bases(base, attention, tmp_path):
+@pytest.mark.parametrize("attention", list(ATTENTIONS)[1:])  # the first runs in `runs`
+def test_seekr_runs_on_every_other_attention_type(base, attention, tmp_path):
     train.main(
         [
             "--preset=tiny",
@@ -451,10 +475,8 @@ def test_budgets_and_query_rows_are_respected(base, tmp_path):
     assert all(len(h) == 2 and len({l for l, _ in h}) == 1 for h in res["heads"])
     buffers = torch.load(tmp_path / "s" / "ckpt.pt", weights_only=True)["buffers"]
     for r in (r for buffer in buffers for r in buffer):
-        assert len(r["rows"]) == 3 and r["maps"].shape[:2] == (
-            2,
-            3,
-        )  # 2 heads x 3 query rows x keys
+        # 2 heads x 3 query rows x keys
+        assert len(r["rows"]) == 3 and r["maps"].shape[:2] == (2, 3)
 
 
 def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkeypatch):
@@ -463,13 +485,13 @@ def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkey
     saves = []
 
     def save_then_die(obj, path):
-        seekr_save(obj, path)
+        real_save(obj, path)
         saves.append(obj["task"])
         if obj["task"] == 1:
             raise KeyboardInterrupt  # killed right after the first task's checkpoint
 
-    seekr_save = seekr.save_atomic
-    monkeypatch.setattr(seekr, "save_atomic", save_then_die)
+    real_save = continual.save_atomic
+    monkeypatch.setattr(continual, "save_atomic", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.main(continual_args(base, tmp_path / "cut", *args))
     monkeypatch.undo()
@@ -498,7 +520,7 @@ def test_bad_continual_flags_give_one_line(base, tmp_path):
         return proc.stderr
 
     assert "--init_from" in err("--mode=continual")
-    assert "seqft, replay, der, lwf, seekr" in err("--mode=continual", "--method=ewc")
+    assert ", ".join(continual.METHODS) in err("--mode=continual", "--method=ewc")
     assert "--replay" in err(*continual_args(base, tmp_path / "r", "--method=replay", "--replay=0"))
     assert "no such folder" in err(
         *continual_args(base, tmp_path / "t", "--tasks=" + str(tmp_path / "nowhere"))
@@ -513,10 +535,25 @@ def test_bad_continual_flags_give_one_line(base, tmp_path):
     )
 
 
+def test_the_block_size_advice_runs_the_builtin_tasks_from_the_tiny_preset(base, tmp_path):
+    """The tiny base (block 64, rope) is too short for the builtin tasks: the error names the block
+    every record fits, and that flag then runs under --init_from (rope learns no positions)."""
+    args = ["--mode=continual", f"--init_from={base / 'base'}", "--method=seqft", "--device=cpu"]
+    args += ["--iters_per_task=1", "--batch_size=2", "--eval_records=2"]
+    with pytest.raises(DataError, match=r"--block_size=64; pass --block_size=(\d+) or more") as e:
+        train.main([*args, f"--out_dir={tmp_path / 'refused'}"])
+    need = int(re.search(r"pass --block_size=(\d+) or more", str(e.value)).group(1))
+    train.main([*args, f"--out_dir={tmp_path / 'cl'}", f"--block_size={need}"])
+    res = json.loads((tmp_path / "cl" / "results.json").read_text())
+    assert len(res["R"]) == len(tasks.BUILTIN_TASKS)
+    assert json.loads((tmp_path / "cl" / "config.json").read_text())["block_size"] == need
+
+
 def test_settings_that_make_a_method_a_no_op_are_refused(base, tmp_path):
-    """56 train records at batch 4 are 14 batches; a 10% buffer (6 records) is 2 replay batches, so by default a
-    replay step comes every 14 // 2 = 7 steps: with 6 steps per task der would never replay, i.e. equal seqft."""
-    for method in ("der", "seekr"):
+    """56 train records at batch 4 are 14 batches; a 10% buffer (6 records) is 2 replay batches, so
+    by default a replay step comes every 14 // 2 = 7 steps: with 6 steps per task der would never
+    replay, i.e. equal seqft."""
+    for method in [m for m, spec in continual.METHODS.items() if spec.replay_steps]:
         with pytest.raises(
             ConfigError,
             match=f"--method={method} would take no replay step on task 2 \\(first\\): "
@@ -542,15 +579,16 @@ def test_settings_that_make_a_method_a_no_op_are_refused(base, tmp_path):
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the replay micro-batch inside the optimizer step, and the gradient-balance readout
 
 
 def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.05):
-    """A ContinualRun with only what train_task reads: a tiny model, task 0 finished (its 3-record buffer with
-    stored logits), task 1 to train; progress() collects the logged rows instead of writing them."""
+    """A ContinualRun with only what train_task reads: a tiny model, task 0 finished (its 3-record
+    buffer with stored logits), task 1 to train; progress() collects the logged rows instead of
+    writing them."""
     torch.manual_seed(0)
-    run = object.__new__(seekr.ContinualRun)
+    run = object.__new__(continual.ContinualRun)
     run.cfg = SimpleNamespace(
         weight_decay=0.1,
         lr=1e-2,
@@ -567,7 +605,9 @@ def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.0
         grad_clip=grad_clip,
         replay_cycle=replay_cycle,
     )
-    run.model, run.device, run.autocast = GPT(tiny()), "cpu", torch.autocast("cpu", enabled=False)
+    run.model = GPT(tiny())
+    run.device = "cpu"
+    run.autocast = torch.autocast("cpu", enabled=False)
     run.tok = SimpleNamespace(eot=63)
     records = [{"prompt": [1 + k, 2, 3], "answer": [4 + k, 63]} for k in range(6)]
     run.train_sets = [records[:3], records[3:]]
@@ -576,22 +616,22 @@ def bare_run(method, grad_accum, replay_cycle, balance_interval=0, grad_clip=0.0
         x, y = seekr.record_batch(run.model, [r], 63, "cpu")
         r["logp"] = F.log_softmax(run.model(x)[0][y != -1], -1).detach()
     run.state = {"buffers": [buffer], "heads": []}
-    run.batch_gen, run.replay_gen = (
-        torch.Generator().manual_seed(1),
-        torch.Generator().manual_seed(2),
-    )
+    run.batch_gen = torch.Generator().manual_seed(1)
+    run.replay_gen = torch.Generator().manual_seed(2)
     run.rows = []
     run.progress = lambda t, step, row, dt: run.rows.append(row)
     return run
 
 
 def test_a_replay_micro_batch_joins_the_step_it_falls_in():
-    """grad_accum 2 and a replay micro-batch after every new-task one: one optimizer step holds 2 new-task and 2
-    replay micro-batches, each loss divided by 4, one clip (active at 0.05) over the sum, one AdamW update."""
+    """grad_accum 2 and a replay micro-batch after every new-task one: one optimizer step holds 2
+    new-task and 2 replay micro-batches, each loss divided by 4, one clip (active at 0.05) over the
+    sum, one AdamW update."""
     run = bare_run("der", grad_accum=2, replay_cycle=1)
     model = copy.deepcopy(run.model)
     batch_gen, replay_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    pool, data = run.state["buffers"][0], run.train_sets[1]
+    pool = run.state["buffers"][0]
+    data = run.train_sets[1]
     total = 0
     for _ in range(2):
         idx = torch.randint(len(data), (2,), generator=batch_gen).tolist()
@@ -619,9 +659,8 @@ def test_a_replay_micro_batch_joins_the_step_it_falls_in():
     assert len(steps) == 1  # one optimizer step per new-task step, replay included
     for (name, want), got in zip(model.named_parameters(), run.model.parameters()):
         assert torch.allclose(got, want, atol=1e-6), name
-    assert (
-        run.rows[0]["replay_ld"] > 0 and "grad_norm" not in run.rows[0]
-    )  # the readout is off by default
+    # the readout is off by default
+    assert run.rows[0]["replay_ld"] > 0 and "grad_norm" not in run.rows[0]
 
 
 def test_the_balance_readout_matches_gradients_by_hand():

@@ -1,4 +1,5 @@
-"""data.py's continual-learning task suite: builtin tasks, TRACE-layout folders, encoding, the command line."""
+"""tasks.py, the continual-learning task suite: builtin tasks, TRACE-layout folders, encoding,
+the command line."""
 
 import contextlib
 import io
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import data
+import tasks
 from data import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def builtin():
-    return data.builtin_tasks(seed=0)
+    return tasks.builtin_tasks(seed=0)
 
 
 def small_tasks():
@@ -37,21 +39,20 @@ def small_tasks():
 
 
 def test_builtin_tasks_are_deterministic_per_seed(builtin):
-    assert data.builtin_tasks(seed=0) == builtin
-    other = data.builtin_tasks(seed=1)
+    assert tasks.builtin_tasks(seed=0) == builtin
+    other = tasks.builtin_tasks(seed=1)
     for (name, train, test), (name1, train1, test1) in zip(builtin, other):
         assert name == name1 and train != train1 and test != test1
 
 
 def test_builtin_tasks_shape_and_limits(builtin):
     names = [name for name, _, _ in builtin]
-    assert tuple(names) == data.BUILTIN_TASKS and len(set(names)) == len(names) >= 6
+    assert tuple(names) == tasks.BUILTIN_TASKS and len(set(names)) == len(names) >= 6
     instructions = set()
     for name, train, test in builtin:
         assert (len(train), len(test)) == (2000, 200)
-        heads = {
-            r["prompt"].split(":")[0] for r in train + test
-        }  # the instruction word before the first ':'
+        # the instruction word before the first ':'
+        heads = {r["prompt"].split(":")[0] for r in train + test}
         assert len(heads) == 1, (name, heads)
         instructions |= heads
         for r in train + test:
@@ -64,39 +65,37 @@ def test_builtin_tasks_shape_and_limits(builtin):
             assert r["prompt"].endswith("A: ") and r["answer"] == r["answer"].strip(), r
             assert (r["prompt"] + r["answer"]).isascii(), r
         assert len({r["prompt"] for r in test}) == len(test)  # test prompts are distinct ...
-        assert not {r["prompt"] for r in test} & {
-            r["prompt"] for r in train
-        }  # ... and never seen in train
+        # ... and never seen in train
+        assert not {r["prompt"] for r in test} & {r["prompt"] for r in train}
     assert len(instructions) == len(builtin)  # every task has its own instruction
 
 
 def test_builtin_sizes_and_too_small_a_prompt_space():
-    tasks = data.builtin_tasks(seed=3, n_train=50, n_test=7)
-    assert [(len(train), len(test)) for _, train, test in tasks] == [(50, 7)] * len(
-        data.BUILTIN_TASKS
+    suite = tasks.builtin_tasks(seed=3, n_train=50, n_test=7)
+    assert [(len(train), len(test)) for _, train, test in suite] == [(50, 7)] * len(
+        tasks.BUILTIN_TASKS
     )
     with pytest.raises(DataError, match="sentiment.*too few distinct prompts"):
-        data.builtin_tasks(n_test=7000)  # sentiment has 6240 distinct reviews
+        tasks.builtin_tasks(n_test=7000)  # sentiment has 6240 distinct reviews
 
 
-def by_name(tasks):
-    return {name: train + test for name, train, test in tasks}
+def by_name(suite):
+    return {name: train + test for name, train, test in suite}
 
 
 def test_sentiment_label_follows_words_and_negation(builtin):
     for r in by_name(builtin)["sentiment"]:
         words = re.findall(r"[a-z]+", r["prompt"].split("was", 1)[1])
-        positive = any(w in data.POSITIVE for w in words)
-        assert positive != any(w in data.NEGATIVE for w in words), r  # one polarity per review
+        positive = any(w in tasks.POSITIVE for w in words)
+        assert positive != any(w in tasks.NEGATIVE for w in words), r  # one polarity per review
         assert r["answer"] == ("positive" if positive != ("not" in words) else "negative"), r
 
 
 def test_arithmetic_answers_recomputed(builtin):
     for r in by_name(builtin)["arithmetic"]:
         a, b = map(int, re.findall(r"\d+", r["prompt"]))
-        assert (
-            1 <= a <= 9 and 1 <= b <= 9 and " more." in r["prompt"]
-        )  # one-step sums below 10: learnable on CPU
+        # one-step sums below 10: learnable on CPU
+        assert 1 <= a <= 9 and 1 <= b <= 9 and " more." in r["prompt"]
         assert r["answer"] == str(a + b), r
 
 
@@ -113,43 +112,43 @@ def test_cipher_translates_word_by_word(builtin):
     records = by_name(builtin)["cipher"]
     for r in records:
         words = r["prompt"].removeprefix("Translate: ").removesuffix(" A: ").split()
-        assert r["answer"].split() == [data.CIPHER[w] for w in words], r
+        assert r["answer"].split() == [tasks.CIPHER[w] for w in words], r
     assert {len(r["answer"].split()) for r in records} == {1, 2}
 
 
 def test_extract_and_reverse_answers_recomputed(builtin):
-    tasks = by_name(builtin)
-    for r in tasks["extract"]:
+    records = by_name(builtin)
+    for r in records["extract"]:
         record, asked = re.fullmatch(r"Record: (.*)\. (\w+)\? A: ", r["prompt"]).groups()
         assert dict(field.split("=") for field in record.split("; "))[asked] == r["answer"], r
         assert asked in ("name", "city"), r
-    for r in tasks["reverse"]:
+    for r in records["reverse"]:
         s = r["prompt"].removeprefix("Reverse: ").removesuffix(" A: ")
         assert len(s) == 3 and s.isdigit() and r["answer"] == "".join(reversed(s)), r
 
 
-# ----------------------------------------------------------------------------- folders in TRACE's layout
+# ----------------------------------------------------------------------- folders in TRACE's layout
 
 
 def test_write_then_load_round_trips_in_name_order(tmp_path, builtin):
-    data.write_tasks(builtin, tmp_path / "suite")
+    tasks.write_tasks(builtin, tmp_path / "suite")
     assert (tmp_path / "suite" / "python" / "train.json").is_file()
-    loaded = data.load_tasks(str(tmp_path / "suite"))
+    loaded = tasks.load_tasks(str(tmp_path / "suite"))
     assert loaded == sorted(builtin)  # same records, tasks sorted by folder name
-    order = list(data.BUILTIN_TASKS)
-    assert data.load_tasks(str(tmp_path / "suite"), order=order) == builtin
+    order = list(tasks.BUILTIN_TASKS)
+    assert tasks.load_tasks(str(tmp_path / "suite"), order=order) == builtin
 
 
 def test_order_picks_and_reorders_builtin_too(tmp_path):
-    assert [name for name, _, _ in data.load_tasks("builtin")] == list(data.BUILTIN_TASKS)
-    picked = data.load_tasks("builtin", order=["reverse", "sentiment"], seed=2)
-    full = by_name(data.builtin_tasks(seed=2))
+    assert [name for name, _, _ in tasks.load_tasks("builtin")] == list(tasks.BUILTIN_TASKS)
+    picked = tasks.load_tasks("builtin", order=["reverse", "sentiment"], seed=2)
+    full = by_name(tasks.builtin_tasks(seed=2))
     assert [name for name, _, _ in picked] == ["reverse", "sentiment"]
     assert [train + test for _, train, test in picked] == [full["reverse"], full["sentiment"]]
 
-    data.write_tasks(small_tasks(), tmp_path)
-    assert [name for name, _, _ in data.load_tasks(str(tmp_path))] == ["alpha", "beta"]
-    assert data.load_tasks(str(tmp_path), order=["beta", "alpha"]) == small_tasks()
+    tasks.write_tasks(small_tasks(), tmp_path)
+    assert [name for name, _, _ in tasks.load_tasks(str(tmp_path))] == ["alpha", "beta"]
+    assert tasks.load_tasks(str(tmp_path), order=["beta", "alpha"]) == small_tasks()
 
 
 def test_jsonl_files_are_accepted(tmp_path):
@@ -159,16 +158,16 @@ def test_jsonl_files_are_accepted(tmp_path):
         {"prompt": "q1 A: ", "answer": "1"},
         {"prompt": "q2 A: ", "answer": "2", "source": "extra"},
     ]
-    (task / "train.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in records) + "\n\n"
-    )  # blank lines skipped
+    # blank lines skipped
+    (task / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     (task / "test.json").write_text(json.dumps(records[:1]))
-    [(name, train, test)] = data.load_tasks(str(tmp_path))
+    [(name, train, test)] = tasks.load_tasks(str(tmp_path))
     assert name == "t" and test == records[:1]
+    # keys other than prompt/answer dropped
     assert train == [
         records[0],
         {"prompt": "q2 A: ", "answer": "2"},
-    ]  # keys other than prompt/answer dropped
+    ]
 
 
 def write_task(root, name, train, test, train_name="train.json"):
@@ -182,18 +181,18 @@ GOOD = json.dumps([{"prompt": "p A: ", "answer": "a"}])
 
 def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"--tasks=.*nowhere: no such folder.*--tasks=builtin"):
-        data.load_tasks(str(tmp_path / "nowhere"))
+        tasks.load_tasks(str(tmp_path / "nowhere"))
     (tmp_path / "empty" / ".hidden").mkdir(parents=True)
     with pytest.raises(DataError, match=r"empty has no task sub-folders.*<task>/train.json"):
-        data.load_tasks(str(tmp_path / "empty"))
+        tasks.load_tasks(str(tmp_path / "empty"))
     (tmp_path / "notest" / "t").mkdir(parents=True)
     (tmp_path / "notest" / "t" / "train.json").write_text(GOOD)
     with pytest.raises(DataError, match=r"notest/t has no test.json or test.jsonl"):
-        data.load_tasks(str(tmp_path / "notest"))
+        tasks.load_tasks(str(tmp_path / "notest"))
     write_task(tmp_path / "both", "t", GOOD, GOOD)
     (tmp_path / "both" / "t" / "train.jsonl").write_text(GOOD)
     with pytest.raises(DataError, match=r"both train.json and train.jsonl"):
-        data.load_tasks(str(tmp_path / "both"))
+        tasks.load_tasks(str(tmp_path / "both"))
 
 
 @pytest.mark.parametrize(
@@ -242,7 +241,7 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
 def test_bad_task_files_name_the_file_and_place(tmp_path, train_name, text, match):
     write_task(tmp_path, "t", text, GOOD, train_name)
     with pytest.raises(DataError, match=match) as e:
-        data.load_tasks(str(tmp_path))
+        tasks.load_tasks(str(tmp_path))
     assert "\n" not in str(e.value)
 
 
@@ -250,7 +249,7 @@ def test_an_empty_test_answer_is_refused_in_one_line(tmp_path):
     records = [{"prompt": "p A: ", "answer": "ok"}, {"prompt": "q A: ", "answer": ""}]
     write_task(tmp_path, "t", GOOD, json.dumps(records))
     with pytest.raises(DataError) as e:
-        data.load_tasks(str(tmp_path))
+        tasks.load_tasks(str(tmp_path))
     assert str(e.value) == (
         f"{tmp_path / 't' / 'test.json'}: record 1 (0-based) has an empty \"answer\" (''); "
         "give it the expected output or remove the record"
@@ -260,19 +259,19 @@ def test_an_empty_test_answer_is_refused_in_one_line(tmp_path):
 def test_an_empty_test_split_is_refused(tmp_path):
     write_task(tmp_path, "t", GOOD, "[]")
     with pytest.raises(DataError, match=r"t/test.json has no records"):
-        data.load_tasks(str(tmp_path))
+        tasks.load_tasks(str(tmp_path))
 
 
 def test_unknown_or_repeated_order_names(tmp_path):
     with pytest.raises(DataError, match=r"'cypher'.*sentiment, arithmetic.*did you mean cipher\?"):
-        data.load_tasks("builtin", order=["sentiment", "cypher"])
-    data.write_tasks(small_tasks(), tmp_path)
+        tasks.load_tasks("builtin", order=["sentiment", "cypher"])
+    tasks.write_tasks(small_tasks(), tmp_path)
     with pytest.raises(
         DataError, match=r"'gamma', which is not a task in .*\(tasks: alpha, beta\)$"
     ):
-        data.load_tasks(str(tmp_path), order=["gamma"])
+        tasks.load_tasks(str(tmp_path), order=["gamma"])
     with pytest.raises(DataError, match=r"lists alpha more than once"):
-        data.load_tasks(str(tmp_path), order=["alpha", "beta", "alpha"])
+        tasks.load_tasks(str(tmp_path), order=["alpha", "beta", "alpha"])
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -282,7 +281,7 @@ def test_encode_record_splits_exactly_and_ends_with_eot(builtin):
     tok = data.get_tokenizer("bytes")
     for _, train, test in builtin:
         for r in train[:20] + test[:20]:
-            p, a = data.encode_record(tok, r)
+            p, a = tasks.encode_record(tok, r)
             assert a[-1] == tok.eot and tok.eot not in p + a[:-1]
             assert tok.decode(p) == r["prompt"] and tok.decode(a) == r["answer"]
             assert tok.decode(p + a) == r["prompt"] + r["answer"]
@@ -290,17 +289,29 @@ def test_encode_record_splits_exactly_and_ends_with_eot(builtin):
 
 def test_check_task_lengths(builtin):
     tok = data.get_tokenizer("bytes")
-    data.check_task_lengths(
-        builtin, tok, 80 + 8
-    )  # the builtin limits, in bytes (eot is a target, not an input)
+    # the builtin limits, in bytes (eot is a target, not an input)
+    tasks.check_task_lengths(builtin, tok, 80 + 8)
     with pytest.raises(
         DataError, match=r"task sentiment: train record 0 is \d+ tokens.*--block_size=16"
     ):
-        data.check_task_lengths(builtin, tok, 16)
-    tasks = [("t", [{"prompt": "abc", "answer": "d"}], [{"prompt": "abcdef", "answer": "g"}])]
-    data.check_task_lengths(tasks, tok, 7)
-    with pytest.raises(DataError, match=r"task t: test record 0 is 7 tokens"):
-        data.check_task_lengths(tasks, tok, 6)
+        tasks.check_task_lengths(builtin, tok, 16)
+    suite = [("t", [{"prompt": "abc", "answer": "d"}], [{"prompt": "abcdef", "answer": "g"}])]
+    tasks.check_task_lengths(suite, tok, 7)
+    with pytest.raises(
+        DataError, match=r"task t: test record 0 is 7 tokens.*--block_size=7 or more"
+    ):
+        tasks.check_task_lengths(suite, tok, 6)
+
+
+def test_task_length_advice_names_the_block_that_fits(builtin):
+    """The error's --block_size=N is the longest record: N passes, N - 1 is refused naming N."""
+    tok = data.get_tokenizer("bytes")
+    with pytest.raises(DataError, match=r"pass --block_size=(\d+) or more") as e:
+        tasks.check_task_lengths(builtin, tok, 16)
+    need = int(re.search(r"--block_size=(\d+) or more", str(e.value)).group(1))
+    tasks.check_task_lengths(builtin, tok, need)
+    with pytest.raises(DataError, match=f"--block_size={need} or more"):
+        tasks.check_task_lengths(builtin, tok, need - 1)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -308,7 +319,7 @@ def test_check_task_lengths(builtin):
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "data.py", *args],
+        [sys.executable, "tasks.py", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -320,21 +331,19 @@ def test_cli_writes_the_builtin_tasks(tmp_path):
     r = run_cli(f"--write_tasks={tmp_path / 'suite'}", "--seed=1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert len(lines) == len(data.BUILTIN_TASKS) and all(
+    assert len(lines) == len(tasks.BUILTIN_TASKS) and all(
         "2000 train, 200 test" in line for line in lines
     )
-    assert data.load_tasks(
-        str(tmp_path / "suite"), order=list(data.BUILTIN_TASKS)
-    ) == data.builtin_tasks(seed=1)
+    assert tasks.load_tasks(
+        str(tmp_path / "suite"), order=list(tasks.BUILTIN_TASKS)
+    ) == tasks.builtin_tasks(seed=1)
 
 
 def test_cli_bad_usage_is_one_line_and_exit_2():
     r = run_cli("--out=x")
     assert r.returncode == 2 and r.stdout == ""
-    assert (
-        r.stderr
-        == "error: unexpected argument '--out=x'; usage: python data.py --write_tasks=DIR [--seed=N]\n"
-    )
+    usage = "usage: python tasks.py --write_tasks=DIR [--seed=N]"
+    assert r.stderr == f"error: unexpected argument '--out=x'; {usage}\n"
 
 
 @pytest.mark.parametrize(
@@ -347,5 +356,5 @@ def test_cli_bad_usage_is_one_line_and_exit_2():
     ],
 )
 def test_cli_usage_errors(args, match):
-    with pytest.raises(DataError, match=match + ".*usage: python data.py"):
-        data.main(args)
+    with pytest.raises(DataError, match=match + ".*usage: python tasks.py"):
+        tasks.main(args)

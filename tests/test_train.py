@@ -1,5 +1,5 @@
-"""train.py and eval.py end to end (subprocesses, tiny preset, a small text corpus): flags, one-line errors,
-exact resume after SIGKILL, Ctrl-C, --init_from, and DDP on CPU matching one process."""
+"""train.py and eval.py end to end (subprocesses, tiny preset, a small text corpus): flags, one-line
+errors, exact resume after SIGKILL, Ctrl-C, --init_from, and DDP on CPU matching one process."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import one_line_error
 
-from plumbing import ConfigError, parse_flags, read_log
+from plumbing import ConfigError, flag_fields, parse_flags, read_log
 from train import CHOICES, Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +80,9 @@ def test_flag_parsing():
     with pytest.raises(ConfigError, match="did you mean tiny"):
         parse_flags(["--preset=tiyn"], Config, CHOICES)
     assert set(parse_flags(["--n_layer=3"], Config, CHOICES)) <= set(Config.__dataclass_fields__)
+    for derived in Config.not_flags:  # vocab_size comes from the tokenizer: no flag sets it
+        with pytest.raises(ConfigError, match=f"unknown flag --{derived}"):
+            parse_flags([f"--{derived}=100"], Config, CHOICES)
 
 
 def test_help_lists_every_flag_with_default_and_comment(capsys):
@@ -87,8 +90,11 @@ def test_help_lists_every_flag_with_default_and_comment(capsys):
         parse_flags(["--max_iters=5", "--help"], Config, CHOICES)
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert all(f"--{name}=" in printed for name in Config.__dataclass_fields__)
+    assert all(f"--{f.name}=" in printed for f in flag_fields(Config))
+    assert not any(f"--{name}=" in printed for name in Config.not_flags)
     assert "--grad_accum=1  # micro-steps per optimizer step" in printed
+    for key, allowed in CHOICES.items():  # the choices, from their registries
+        assert ", ".join(str(a) for a in allowed if a != "") in printed, key
 
 
 def test_train_eval_sample_and_bad_input(corpus, tmp_path):
@@ -218,7 +224,7 @@ def test_learned_positions_refuse_long_eval_and_prompt(corpus, tmp_path):
 
 
 def kill_when(args, cwd, out, condition, sig=signal.SIGKILL, timeout=300):
-    """Start train.py, send sig once a logged training row satisfies condition; returns the process."""
+    """Start train.py, send sig once a logged training row satisfies condition -> the process."""
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
