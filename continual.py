@@ -44,10 +44,13 @@ from plumbing import (
     ConfigError,
     RunFolder,
     append_log,
+    check_choice,
+    check_ranges,
     eta_text,
     restore_rng,
     rng_state,
     save_atomic,
+    settings,
     setup_device,
 )
 from seekr import (
@@ -316,7 +319,7 @@ class ContinualRun:
             **state,
             "model": self.model.state_dict(),
             "model_config": dataclasses.asdict(self.model.config),
-            "config": dataclasses.asdict(self.cfg),
+            "config": settings(self.cfg),
         }
         save_atomic(ckpt, Path(self.cfg.out_dir) / "ckpt.pt")
 
@@ -491,13 +494,14 @@ CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_i
 
 @dataclass
 class ContinualConfig:
-    """The continual-learning fields of train.py's Config (--mode=continual); the rules are
-    check_continual's."""
+    """The continual-learning fields, declared once: train.py's Config inherits them (they are its
+    flags); __post_init__ checks their choices and ranges, check_continual the --mode=continual
+    rules that read other settings."""
 
     tasks: str = "builtin"  # builtin (from --seed), or a TRACE folder: <task>/{train,test}.json
     task_order: str = ""  # a,b,c; default: by folder name (builtin: its own order)
     iters_per_task: int = 200
-    method: str = "seekr"  # the continual-learning method, a name in seekr.METHODS
+    method: str = "seekr"  # the continual-learning method
     replay: float = 0.01  # fraction of each finished task's train set kept (at least one record)
     replay_cycle: int = 0  # new-task micro-batches per replay one; 0 = task // replay batches
     alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (distilling methods)
@@ -508,8 +512,14 @@ class ContinualConfig:
     eval_records: int = 200  # test records per task scored after every task; 0 = all
     balance_interval: int = 0  # replay micro-batches between gradient-balance readouts; 0 = off
 
+    def __post_init__(self):
+        for key, allowed in CHOICES.items():
+            check_choice(key, getattr(self, key), allowed)
+        check_ranges(self, RANGES)
 
-RANGES = dict(  # checked with train.py's (train.RANGES)
+
+CHOICES = dict(method=METHODS)
+RANGES = dict(  # [ includes the end, ( excludes it
     iters_per_task="[1, inf)",
     replay="[0, 1]",
     replay_cycle="[0, inf)",
@@ -524,8 +534,8 @@ RANGES = dict(  # checked with train.py's (train.RANGES)
 
 
 def check_continual(cfg):
-    """The rules of --mode=continual, called by train.Config.__post_init__ after --method is
-    checked (the model's shape is checked later, against the checkpoint: selection_budgets)."""
+    """The rules of --mode=continual, called by train.Config.__post_init__ (the model's shape is
+    checked later, against the checkpoint: selection_budgets)."""
     if not cfg.init_from and not cfg.resume:
         raise ConfigError(
             "--mode=continual fine-tunes a pretrained model: pass --init_from=PATH (e.g. out/run, "

@@ -32,6 +32,7 @@ from attention import ATTENTIONS
 from model import GPT, GPTConfig
 from plots import map_title, plot_extrapolation, plot_maps, plot_recall
 from plumbing import (
+    RUN_CHOICES,
     ConfigError,
     check_choice,
     check_ranges,
@@ -635,8 +636,8 @@ RANGES = dict(
 CHOICES = dict(
     mode=(*MODES, *compare.MODES),
     split=("train", "val"),
-    device=("auto", "cpu", "cuda", "mps"),
-    dtype=("auto", "float32", "bfloat16", "float16"),
+    device=RUN_CHOICES["device"],
+    dtype=RUN_CHOICES["dtype"],
 )
 LISTS = dict(  # comma-separated integer flags: (smallest item, what they are, an example)
     lengths=(1, "token counts", "128,256,512"),

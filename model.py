@@ -39,6 +39,7 @@ from attention import ATTENTIONS, POSITIONS, make_attention
 from plumbing import ConfigError, check_choice, check_ranges
 
 NORMS = ("layernorm", "rmsnorm")
+CHOICES = dict(attention=ATTENTIONS, pos=("auto", *POSITIONS), norm=NORMS)  # checks and --help
 RANGES = dict(  # [ includes the end, ( excludes it
     vocab_size="[1, inf)",
     block_size="[2, inf)",
@@ -62,7 +63,7 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False
-    attention: str = "standard"  # a name in attention.ATTENTIONS
+    attention: str = "standard"  # the attention type (attention.py: ATTENTIONS)
     pos: str = "auto"  # auto: the attention type's default_pos (rope; kerple for dape)
     norm: str = "layernorm"
     rope_base: float = 10000.0
@@ -79,12 +80,12 @@ class GPTConfig:
         """Every rule of the model's shape; a run's Config inherits it. The rules that depend on the
         attention type read what its class declares (attention.Attention)."""
         check_ranges(self, RANGES)
-        check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("attention", self.attention, CHOICES["attention"])
         kind = ATTENTIONS[self.attention]
         if self.pos == "auto":
             self.pos = kind.default_pos
-        check_choice("pos", self.pos, ("auto", *POSITIONS))
-        check_choice("norm", self.norm, NORMS)
+        check_choice("pos", self.pos, CHOICES["pos"])
+        check_choice("norm", self.norm, CHOICES["norm"])
         if self.pos not in kind.positions:
             raise ConfigError(
                 f"--attention={self.attention} takes --pos={positions_in_words(kind)}, "

@@ -361,9 +361,9 @@ def checkpoint_path(path):
 
 
 def load_checkpoint(path, device="cpu"):
-    """A checkpoint written by this project (train.py, seekr.py): a dict with model, model_config
-    and config. Anything else (missing, truncated, corrupt, another program's file) is one
-    ConfigError naming the file."""
+    """A checkpoint written by this project (train.py, continual.py): a dict with model,
+    model_config and config. Anything else (missing, truncated, corrupt, another program's file) is
+    one ConfigError naming the file."""
     p = checkpoint_path(path)
     if not p.is_file():
         raise ConfigError(f"no checkpoint at {p}")
@@ -426,7 +426,9 @@ class RunFolder:
             open_run_folder(
                 cfg.out_dir, cfg, lambda row: saved is not None and self.keep(row, saved)
             )
-        opened, self.opened, self.keep = self.opened, None, None
+        opened = self.opened
+        self.opened = None  # no reference left here: the caller frees the checkpoints
+        self.keep = None
         return opened
 
     def __exit__(self, *exc):

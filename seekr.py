@@ -12,6 +12,8 @@ selection   score_heads       task sensitivity S = mean (∂LM/∂A)², normalis
             select_heads      the top layer_budget layers by Σ_h I, then the top head_budget heads
 readout     part_gradients, balance_readout   each replay term's share of the update
                                               (--balance_interval)
+helpers     selection_budgets, map_heads, pad_tail, signed_maps, record_batch: what the model's
+            shape and attention type declare, and records as a padded batch
 
 Design choices: sensitivity gradients come from torch.autograd.grad, so nothing leaks into the
 optimizer's next step (a pitfall of the official code); diff's effective map A1 − λA2 is not a
@@ -21,7 +23,7 @@ distribution, so its AD is the squared error summed over keys instead of KL.
 import torch
 import torch.nn.functional as F
 
-from model import ATTENTIONS
+from attention import ATTENTIONS
 from plumbing import ConfigError
 from tasks import input_length, pad_batch
 

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import continual
+import model
 import plumbing
 import schedules
 from data import (
@@ -62,6 +63,7 @@ class Config(GPTConfig, schedules.ScheduleConfig, continual.ContinualConfig, plu
         plumbing.check_ranges(self, RANGES)
         plumbing.RunConfig.__post_init__(self)
         schedules.ScheduleConfig.__post_init__(self)
+        continual.ContinualConfig.__post_init__(self)
         GPTConfig.__post_init__(self)  # it resolves pos=auto
         if self.mode == "continual":
             continual.check_continual(self)
@@ -85,15 +87,13 @@ PRESETS = {  # grouped: the model, the batches and steps, evaluation and logging
     | dict(lr=6e-4, min_lr=6e-5, warmup_iters=700, eval_interval=500, eval_iters=40)
     | dict(ckpt_interval=1000),
 }
-OWN_CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), method=continual.METHODS)
-OWN_CHOICES["tokenizer"] = TOKENIZERS
-CHOICES = OWN_CHOICES | schedules.CHOICES | plumbing.RUN_CHOICES  # --help's; the model's: GPTConfig
+OWN_CHOICES = dict(preset=("", *PRESETS), mode=("pretrain", "continual"), tokenizer=TOKENIZERS)
+CHOICES = OWN_CHOICES | model.CHOICES | schedules.CHOICES | continual.CHOICES | plumbing.RUN_CHOICES
 RANGES = {  # each numeric flag's interval, [ includes the end; the model's, schedule's: theirs
     **dict.fromkeys(["batch_size", "grad_accum", "eval_iters", "log_interval"], "[1, inf)"),
     **dict.fromkeys(["seed", "weight_decay", "grad_clip", "ckpt_interval"], "[0, inf)"),
     **dict.fromkeys(["sample_tokens", "peak_tflops"], "[0, inf)"),
     **dict(eval_interval="[1, inf)", beta1="[0, 1)", beta2="[0, 1)"),
-    **continual.RANGES,
 }
 
 
@@ -208,6 +208,7 @@ def train(cfg, proc, data, run):
         clock.step()
 
         # log, finish a budget or fork a decay branch, stop on Ctrl-C, save
+        # a line every log_interval steps, at the end, and after an eval (row holds its values)
         if (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or row:
             if proc.ddp:
                 dist.all_reduce(step_loss)

@@ -52,7 +52,7 @@ def test_dtype_auto_per_device():
     )  # T4, V100
     assert (
         pick_dtype("auto", "cuda", (7, 5), fp16=False) == "float32"
-    )  # seekr.py has no gradient scaler
+    )  # continual.py has no gradient scaler
     assert pick_dtype("bfloat16", "cuda", (7, 5)) == "bfloat16"  # an explicit choice is kept
 
 

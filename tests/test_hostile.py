@@ -180,9 +180,10 @@ def test_every_numeric_field_has_a_range():
     from model import RANGES as MODEL_RANGES
     from model import GPTConfig
 
-    checked = {**train.RANGES, **schedules.RANGES, **MODEL_RANGES}
+    checked = {**train.RANGES, **schedules.RANGES, **MODEL_RANGES, **continual.RANGES}
     for cls, ranges in (
         (train.Config, checked),
+        (continual.ContinualConfig, continual.RANGES),
         (evaluate.EvalConfig, evaluate.RANGES),
         (GPTConfig, MODEL_RANGES),
         (schedules.ScheduleConfig, schedules.RANGES),
