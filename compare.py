@@ -18,7 +18,7 @@ from pathlib import Path
 from attention import ATTENTIONS
 from model import HOW_COMPUTED, GPTConfig
 from plots import plot_schedules_compare, plot_seeds, plot_val_curves
-from plumbing import ConfigError, check_choice, cli, mean_std, parse_flags, read_log
+from plumbing import ConfigError, check_declared, cli, mean_std, parse_flags, read_log
 from schedules import SCHEDULES
 
 # ------------------------------------------------------------------------------------------------
@@ -240,8 +240,7 @@ class CompareConfig:
     out: str = ""  # where the figure goes: a .png path, or a folder (default: the first run's)
 
     def __post_init__(self):
-        for key, allowed in CHOICES.items():
-            check_choice(key, getattr(self, key), allowed)
+        check_declared(self, CHOICES)
         if not self.run:
             raise ConfigError(f"--mode={self.mode} needs run folders: --run=out/a --run=out/b ...")
 

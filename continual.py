@@ -44,8 +44,7 @@ from plumbing import (
     ConfigError,
     RunFolder,
     append_log,
-    check_choice,
-    check_ranges,
+    check_declared,
     eta_text,
     restore_rng,
     rng_state,
@@ -513,9 +512,7 @@ class ContinualConfig:
     balance_interval: int = 0  # replay micro-batches between gradient-balance readouts; 0 = off
 
     def __post_init__(self):
-        for key, allowed in CHOICES.items():
-            check_choice(key, getattr(self, key), allowed)
-        check_ranges(self, RANGES)
+        check_declared(self, CHOICES, RANGES)
 
 
 CHOICES = dict(method=METHODS)

@@ -34,8 +34,7 @@ from plots import map_title, plot_extrapolation, plot_maps, plot_recall
 from plumbing import (
     RUN_CHOICES,
     ConfigError,
-    check_choice,
-    check_ranges,
+    check_declared,
     checkpoint_path,
     cli,
     load_checkpoint,
@@ -608,7 +607,8 @@ class EvalConfig:
     dtype: str = "auto"
 
     def __post_init__(self):
-        check_declared(self)
+        check_declared(self, CHOICES, RANGES)
+        check_lists(self)
         if not self.ckpt:
             raise ConfigError("--ckpt is required: a ckpt.pt or a run folder, e.g. --ckpt=out/run")
         if len(self.ckpt) > 1 and self.mode in ONE_CHECKPOINT:
@@ -647,11 +647,8 @@ LISTS = dict(  # comma-separated integer flags: (smallest item, what they are, a
 )
 
 
-def check_declared(cfg):
-    """CHOICES, RANGES and LISTS, each a ConfigError naming the flag and what it takes."""
-    for key, allowed in CHOICES.items():
-        check_choice(key, getattr(cfg, key), allowed)
-    check_ranges(cfg, RANGES)
+def check_lists(cfg):
+    """LISTS: a ConfigError naming the flag and what it takes."""
     for key, (low, what, example) in LISTS.items():
         text = getattr(cfg, key)
         if text and not all(n.isdigit() and int(n) >= low for n in text.split(",")):

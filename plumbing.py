@@ -1,6 +1,6 @@
 """The plumbing every script shares; a leaf: it imports no other project file.
 
-errors       ConfigError, DataError, check_choice, check_ranges: bad input, one line and exit 2
+errors       ConfigError, DataError, check_declared (choices, ranges): bad input, one line
 flags        build_config, parse_flags, print_help, flag_fields, settings, cli
 device       RunConfig, setup_device, setup_process, join/leave_process_group, CtrlC
 checkpoints  checkpoint_path, load_checkpoint, save_atomic
@@ -55,6 +55,14 @@ def check_choice(flag, value, allowed):
         close = difflib.get_close_matches(str(value), shown, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"--{flag}={value} is not one of {', '.join(shown)}{hint}")
+
+
+def check_declared(cfg, choices, ranges=None):
+    """A config's declarations, checked in one call from its __post_init__: each field in choices
+    ({field: allowed values}) among them, then each field in ranges inside its interval."""
+    for key, allowed in choices.items():
+        check_choice(key, getattr(cfg, key), allowed)
+    check_ranges(cfg, ranges or {})
 
 
 def check_ranges(cfg, ranges):
@@ -260,8 +268,7 @@ class RunConfig:
     compile: str = "auto"  # auto: on for CUDA
 
     def __post_init__(self):
-        for key, allowed in RUN_CHOICES.items():
-            check_choice(key, getattr(self, key), allowed)
+        check_declared(self, RUN_CHOICES)
 
 
 RUN_CHOICES = dict(

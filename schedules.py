@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from plumbing import ConfigError, check_choice, check_ranges, cli
+from plumbing import ConfigError, check_declared, cli
 
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 DECAY_OF = ("cycle", "budget")  # wsd-s: what decay_frac is a share of
@@ -208,9 +208,7 @@ class ScheduleConfig:
     rewarmup_iters: int = 0  # wsd-s: steps to climb back to the peak after each budget
 
     def __post_init__(self):
-        for key, allowed in CHOICES.items():
-            check_choice(key, getattr(self, key), allowed)
-        check_ranges(self, RANGES)
+        check_declared(self, CHOICES, RANGES)
         if self.min_lr > self.lr:
             raise ConfigError(
                 f"--min_lr={self.min_lr} is above --lr={self.lr}; "

@@ -58,9 +58,7 @@ class Config(GPTConfig, schedules.ScheduleConfig, continual.ContinualConfig, plu
     peak_tflops: float = 0.0  # the GPU's dense bf16 peak for MFU, if model.PEAK_TFLOPS lacks it
 
     def __post_init__(self):
-        for key, allowed in OWN_CHOICES.items():
-            plumbing.check_choice(key, getattr(self, key), allowed)
-        plumbing.check_ranges(self, RANGES)
+        plumbing.check_declared(self, OWN_CHOICES, RANGES)
         plumbing.RunConfig.__post_init__(self)
         schedules.ScheduleConfig.__post_init__(self)
         continual.ContinualConfig.__post_init__(self)
