@@ -12,7 +12,8 @@ nope      nothing; `learned` absolute positions are added to the embeddings in m
 
 The file, top to bottom:
 position tables  rope_cos_sin, apply_rope, alibi_slopes, causal_distance, future_mask, mask_future,
-                 additive_mask, KerpleLog
+                 KerpleLog, and `shared`: one forward's tables, built once and read by every layer
+HeadRMSNorm      diff's per-head RMSNorm, in the activations' dtype
 Attention        the base every variant shares: c_attn / c_proj / resid_dropout, the position
                  parameters, qkv() (the q/k/v split, RoPE included), the scores q·kᵀ/√d, the
                  position biases, the capture protocol, attention_logits(x) for outlier statistics,
@@ -30,13 +31,22 @@ Every attention module has two paths that compute the same thing:
   attached to the autograd graph, so SEEKR can distill them and take gradients with respect to
   them. GPT.attention_maps() drives this.
 Position tables are computed per forward from the sequence length, so any length works
-(extrapolation).
+(extrapolation). GPT.features makes one dict `tables` per forward and hands it to every layer:
+what does not depend on a layer's parameters (RoPE's cos/sin, the i − j distances, the future
+mask, ALiBi's bias and SDPA mask) is built by the first layer that asks and read by the others;
+Kerple's bias has per-layer p, a and is built per layer from the shared distances. Per forward
+rather than cached across forwards: no global state in torch.compile's graph, and a long
+evaluation's tables go when its forward ends. A layer called alone (tables None) builds its own.
 
 DAPE V2 materialises the T×T scores, so it cannot use SDPA: its explicit path is its only path.
-With `q_chunk` set (--dape_q_chunk in training, GPT.set_q_chunk in eval) it runs query rows in
-chunks, each against the keys up to its last row + k//2 only: the lower triangle, the same numbers
-(the (1, k) kernel mixes along keys only, so rows are independent); under torch.no_grad() that
-bounds evaluation memory at long lengths to one chunk of one layer (docs/dape.md).
+It runs query rows in chunks of `q_chunk` rows (--dape_q_chunk, default 32; GPT.set_q_chunk in
+eval), each against the keys up to its last row + k//2 only: the lower triangle, the same numbers
+up to float rounding (the (1, k) kernel mixes along keys only, so rows are independent); under
+torch.no_grad() that bounds evaluation memory at long lengths to one chunk of one layer. Under
+torch.compile it runs the full grid in one piece (a chunk loop would unroll into the graph and tie
+it to the length). Its activations are the largest of any layer (T×T per head, D channels wide in
+the conv), so it declares recompute_above: past that many scores model.py recomputes it in the
+backward pass rather than keep them (docs/dape.md, Memory).
 """
 
 import math
@@ -76,6 +86,16 @@ def alibi_slopes(n_head):
     return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: n_head - closest])
 
 
+def shared(tables, key, build):
+    """tables[key], built by build() the first time a layer of this forward asks (tables: the dict
+    GPT.features makes per forward); with tables None, built now and not kept."""
+    if tables is None:
+        return build()
+    if key not in tables:
+        tables[key] = build()
+    return tables[key]
+
+
 def causal_distance(T, device, i0=0, i1=None):
     """(i1 − i0, T) matrix of i − j for query rows i = i0..i1-1 (default: all T) and keys
     j = 0..T-1; negative above the diagonal."""
@@ -88,14 +108,11 @@ def future_mask(T, device):
     return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
 
 
-def mask_future(att):
+def mask_future(att, tables=None):
     """att (..., T, T) with −inf on the future keys: the causal mask, on scores before softmax."""
-    return att.masked_fill(future_mask(att.size(-1), att.device), float("-inf"))
-
-
-def additive_mask(bias, dtype):
-    """A position bias (H, T, T) as an SDPA attn_mask: the bias, with −inf on future keys."""
-    return mask_future(bias).to(dtype)
+    T = att.size(-1)
+    future = shared(tables, "future", lambda: future_mask(T, att.device))
+    return att.masked_fill(future, float("-inf"))
 
 
 class KerpleLog(nn.Module):
@@ -120,6 +137,14 @@ class KerpleLog(nn.Module):
         return -p * torch.log1p(a * dist.clamp(min=0))  # Kerple-log: −p_h·log(1 + a_h·(i − j))
 
 
+class HeadRMSNorm(nn.RMSNorm):
+    """RMSNorm whose weight follows the input's dtype: under bf16 autocast an fp32 weight would
+    send a bf16 input down the unfused path and promote the output to fp32."""
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class Attention(nn.Module):
     """What every variant shares. n_head attention heads (the ones capture_heads indexes), each with
     one value head of size n_embd / n_head, and n_qk_heads query/key heads of size
@@ -137,6 +162,9 @@ class Attention(nn.Module):
     own_fields    the GPTConfig fields only this variant reads
     signed_maps   True when its maps are not distributions (rows need not sum to 1, entries < 0)
     key_reach     keys past its own position that a query row's scores read (DAPE's conv: k//2)
+    recompute_above  a batch's score count (B·n_head·T²) past which training recomputes the layer
+                  in the backward pass rather than keep its activations (model.py: Block); None:
+                  never (SDPA keeps no T×T tensor)
     """
 
     positions = POSITIONS
@@ -145,6 +173,7 @@ class Attention(nn.Module):
     head_kind = "attention"
     own_fields = ()
     signed_maps = False
+    recompute_above = None
 
     @staticmethod
     def key_reach(config):
@@ -172,18 +201,18 @@ class Attention(nn.Module):
         if self.pos == "kerple":
             self.kerple = KerpleLog(self.n_head)
 
-    def forward(self, x):
+    def forward(self, x, tables=None):
         """x (B, T, C) -> (B, T, C): heads, position bias, the fast path (or the explicit one,
-        capturing), project."""
-        q, k, v = self.qkv(x)
-        bias = self.position_bias(x.size(1), x.device)
+        capturing), project. tables: this forward's shared position tables (`shared`)."""
+        q, k, v = self.qkv(x, tables)
+        bias = self.position_bias(x.size(1), x.device, tables)
         if self.capture_heads is None:
-            y = self.fast(q, k, v, bias)
+            y = self.fast(q, k, v, bias, tables)
         else:
-            y = self.capture(self.explicit_map(q, k, bias)) @ v
+            y = self.capture(self.explicit_map(q, k, bias, tables)) @ v
         return self.project(y)
 
-    def qkv(self, x):
+    def qkv(self, x, tables=None):
         """x (B, T, C) -> q, k (B, n_qk_heads, T, d), rotated when pos is rope, and
         v (B, n_head, T, C / n_head)."""
         B, T, C = x.shape
@@ -191,7 +220,9 @@ class Attention(nn.Module):
         q, k = (t.view(B, T, self.n_qk_heads, self.head_dim).transpose(1, 2) for t in (q, k))
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if self.pos == "rope":
-            cos, sin = rope_cos_sin(T, self.head_dim, self.rope_base, x.device)
+            cos, sin = shared(
+                tables, "rope", lambda: rope_cos_sin(T, self.head_dim, self.rope_base, x.device)
+            )
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -207,28 +238,41 @@ class Attention(nn.Module):
         (B, n_qk_heads, rows, keys)."""
         return (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
 
-    def softmax_map(self, q, k, bias):
+    def softmax_map(self, q, k, bias, tables=None):
         """softmax(S + bias) with the future keys masked, per q/k head: (B, n_qk_heads, T, T),
         materialised. The maps of standard attention and diff's A1, A2 (DAPE refines S before its
         softmax: DapeV2Attention.probs)."""
         att = self.dot_scores(q, k)
         if bias is not None:
             att = att + bias
-        return F.softmax(mask_future(att).float(), dim=-1).type_as(q)
+        return F.softmax(mask_future(att, tables).float(), dim=-1).type_as(q)
+
+    def sdpa_mask(self, bias, dtype, tables, repeat=1):
+        """The position bias (n_head, T, T) as an SDPA attn_mask, each head's `repeat` times (diff:
+        2, one per map): the bias with −inf on the future keys, in the activations' dtype. ALiBi's
+        is the same in every layer: built once per forward."""
+
+        def build():
+            return mask_future(bias.repeat_interleave(repeat, dim=0), tables).to(dtype)
+
+        if self.pos == "alibi":
+            return shared(tables, ("alibi mask", dtype), build)
+        return build()
 
     def map_parts(self, x):
         """The pieces of this layer's attention that its paper talks about, for figures (eval.py
         --mode=maps), recomputed from the layer's input x (B, T, C): an ordered dict
         {name: (B, n_head, T, T)} with the future entries NaN (the causal mask leaves nothing
         there). What the pieces are is each variant's `parts`."""
-        q, k, _ = self.qkv(x)
-        parts = self.parts(q, k, self.position_bias(x.size(1), x.device))
-        future = future_mask(x.size(1), x.device)
+        tables = {}
+        q, k, _ = self.qkv(x, tables)
+        parts = self.parts(q, k, self.position_bias(x.size(1), x.device, tables), tables)
+        future = tables["future"]  # parts masked the future with it
         return {name: part.masked_fill(future, float("nan")) for name, part in parts.items()}
 
-    def parts(self, q, k, bias):
+    def parts(self, q, k, bias, tables):
         """Standard attention has one piece: the softmax map."""
-        return {"softmax": self.explicit_map(q, k, bias)}
+        return {"softmax": self.explicit_map(q, k, bias, tables)}
 
     def attention_logits(self, x):
         """q·k/√d of every query/key (sub-)head, recomputed from the layer's input x (B, T, C),
@@ -237,10 +281,16 @@ class Attention(nn.Module):
         q, k, _ = self.qkv(x)
         return mask_future(self.dot_scores(q, k))
 
-    def position_bias(self, T, device):
+    def position_bias(self, T, device, tables=None):
         """Additive (n_head, T, T) score bias from positions, or None. Future entries are left to
-        the causal mask."""
-        return self.relative_bias(causal_distance(T, device))
+        the causal mask. ALiBi's is the same in every layer and the distances are, so both are
+        built once per forward; Kerple's p, a are per layer."""
+        if self.pos not in ("alibi", "kerple"):
+            return None
+        dist = shared(tables, "distance", lambda: causal_distance(T, device))  # (T, T): i − j
+        if self.pos == "alibi":
+            return shared(tables, "alibi", lambda: self.relative_bias(dist))
+        return self.relative_bias(dist)
 
     def relative_bias(self, dist):
         """(n_head, Tq, Tk) bias for a (Tq, Tk) matrix of i − j (a block of the T×T one), or
@@ -269,16 +319,16 @@ class CausalSelfAttention(Attention):
         super().__init__(config, n_head=config.n_head, n_qk_heads=config.n_head)
         self.add_position_params()
 
-    def fast(self, q, k, v, bias):
+    def fast(self, q, k, v, bias, tables=None):
         p = self.dropout if self.training else 0.0
         if bias is None:  # flash / cuDNN kernels apply
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        mask = additive_mask(bias, q.dtype)
+        mask = self.sdpa_mask(bias, q.dtype, tables)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
-    def explicit_map(self, q, k, bias):
+    def explicit_map(self, q, k, bias, tables=None):
         """Attention probabilities (B, H, T, T), materialised."""
-        return self.softmax_map(q, k, bias)
+        return self.softmax_map(q, k, bias, tables)
 
 
 class DiffAttention(Attention):
@@ -308,7 +358,8 @@ class DiffAttention(Attention):
             for _ in range(4)
         )
         # the per-head normalisation of eq. (3); diff_subln=False drops it (the ablation, GPTConfig)
-        self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5) if config.diff_subln else nn.Identity()
+        subln = HeadRMSNorm(2 * self.head_dim, eps=1e-5) if config.diff_subln else nn.Identity()
+        self.subln = subln
         self.add_position_params()  # h slopes / kerple pairs, one per differential head
         # None: V in halves when there is no bias or dropout (flash-eligible); a bool forces it
         self.split_v = None
@@ -319,7 +370,7 @@ class DiffAttention(Attention):
         q2k2 = torch.sum(self.lambda_q2.float() * self.lambda_k2.float())
         return torch.exp(q1k1) - torch.exp(q2k2) + self.lambda_init  # eq. (2)
 
-    def fast(self, q, k, v, bias):
+    def fast(self, q, k, v, bias, tables=None):
         """(A1 − λ·A2)·V as A1·V − λ·(A2·V), from SDPA calls over all 2h sub-heads at once, each
         sub-head given its head's values (V repeated per sub-head pair). Without a bias or attention
         dropout V goes in its two d-wide halves, two calls, A·[Va, Vb] = [A·Va, A·Vb] (the official
@@ -329,7 +380,7 @@ class DiffAttention(Attention):
         p = self.dropout if self.training else 0.0
         mask = None
         if bias is not None:  # head i's bias on both of its maps
-            mask = additive_mask(bias.repeat_interleave(2, dim=0), q.dtype)
+            mask = self.sdpa_mask(bias, q.dtype, tables, repeat=2)
 
         def attend(values):
             """values (B, 2h, T, ·): sub-head s of q, k applied to them (A1: even s, A2: odd)."""
@@ -346,20 +397,20 @@ class DiffAttention(Attention):
             o = attend(v.repeat_interleave(2, dim=1))  # (B, 2h, T, 2d)
         return o[:, 0::2] - self.lam() * o[:, 1::2]  # eq. (1) applied to V
 
-    def explicit_map(self, q, k, bias):
+    def explicit_map(self, q, k, bias, tables=None):
         """The effective attention map A1 − λ·A2 (B, h, T, T), materialised."""
         if bias is not None:
             bias = bias.repeat_interleave(2, dim=0)  # head i's bias on both of its maps
-        att = self.softmax_map(q, k, bias)  # (B, 2h, T, T)
+        att = self.softmax_map(q, k, bias, tables)  # (B, 2h, T, T)
         return att[:, 0::2] - self.lam() * att[:, 1::2]  # eq. (1): softmax first, then difference
 
-    def parts(self, q, k, bias):
+    def parts(self, q, k, bias, tables):
         """A1 (sub-heads 2i), A2 (sub-heads 2i + 1) and the effective map A1 − λ·A2 of each
         differential head (B, h, T, T); λ is self.lam(). Head i's bias goes on both of its maps."""
         return {
-            "A1": self.softmax_map(q[:, 0::2], k[:, 0::2], bias),
-            "A2": self.softmax_map(q[:, 1::2], k[:, 1::2], bias),
-            "A1 − λ·A2": self.explicit_map(q, k, bias),
+            "A1": self.softmax_map(q[:, 0::2], k[:, 0::2], bias, tables),
+            "A2": self.softmax_map(q[:, 1::2], k[:, 1::2], bias, tables),
+            "A1 − λ·A2": self.explicit_map(q, k, bias, tables),
         }
 
     def project(self, y):
@@ -376,12 +427,16 @@ class DapeV2Attention(Attention):
     kernel (1, k): one query row, k neighbouring keys, zero padding k//2. tril zeroes every future
     score before conv1, so no row sees a key past itself. Its only path materialises S' (no flash
     kernel); with q_chunk > 0 the query rows go in chunks, each against keys up to its last
-    row + k//2, which gives the same numbers (see `scores`).
+    row + k//2, which gives the same numbers (see `scores`). recompute_above: at large
+    B·H·T² its activations, D channels wide in the conv, are recomputed in backward (model.py).
     """
 
     positions = ("kerple", "alibi", "nope")  # the conv reads a bias (or none) beside S, never rope
     default_pos = "kerple"
     own_fields = ("dape_kernel", "dape_channels", "dape_q_chunk")
+    # it keeps ~25 bytes per score under bf16 (S, [S; B], the D-wide conv activations, softmax):
+    # past 2^25 scores (0.8 GB a layer) memory runs out before time does. gpt2 preset: 2^27.6
+    recompute_above = 2**25
 
     @staticmethod
     def key_reach(config):
@@ -398,23 +453,29 @@ class DapeV2Attention(Attention):
         self.conv2 = nn.Conv2d(D, H, kernel_size=(1, k), padding=(0, k // 2))
         self.q_chunk = config.dape_q_chunk  # query rows per chunk, 0: all (GPT.set_q_chunk)
 
-    def forward(self, x):
+    def forward(self, x, tables=None):
         T = x.size(1)
-        q, k, v = self.qkv(x)  # (B, H, T, d); never rotated: rope is not in `positions`
+        q, k, v = self.qkv(x, tables)  # (B, H, T, d); never rotated: rope is not in `positions`
         if self.capture_heads is not None:  # maps need every row at once
-            y = self.capture(self.probs(q, k, 0, T)) @ v
+            y = self.capture(self.probs(q, k, 0, T, tables)) @ v
             return self.project(y)
-        step = self.q_chunk or T
+        # compiled: the full grid in one piece, as a loop over chunks would unroll into the graph
+        # (16 copies at T 1024) and tie it to T
+        if not self.q_chunk or torch.compiler.is_compiling():
+            return self.project(self.attend(q, k, v, 0, T, tables))
         ys = []
         # last rows first: each chunk's buffers fit in the previous, larger ones (docs/dape.md)
-        for i0 in reversed(range(0, T, step)):
-            i1 = min(i0 + step, T)
-            att = F.dropout(self.probs(q, k, i0, i1), self.dropout, self.training)
-            ys.append(att @ v[:, :, :i1])  # (B, H, rows, d)
+        for i0 in reversed(range(0, T, self.q_chunk)):
+            ys.append(self.attend(q, k, v, i0, min(i0 + self.q_chunk, T), tables))
         y = torch.cat(ys[::-1], dim=2)
         return self.project(y)
 
-    def parts(self, q, k, bias):
+    def attend(self, q, k, v, i0, i1, tables):
+        """softmax(S') V for query rows i0..i1-1, attention dropout included: (B, H, rows, d)."""
+        att = F.dropout(self.probs(q, k, i0, i1, tables), self.dropout, self.training)
+        return att @ v[:, :, :i1]
+
+    def parts(self, q, k, bias, tables):
         """The scores before the conv, S + Bias (S alone for nope), the conv's correction
         conv2(LeakyReLU(conv1(tril([S ; Bias])))) = S' − (S + Bias), and the map softmax(S'):
         (B, H, T, T) each."""
@@ -423,35 +484,46 @@ class DapeV2Attention(Attention):
         before = s if bias is None else s + bias
         return {
             "S" if bias is None else "S + B": before,
-            "conv correction": self.scores(q, k, 0, T) - before,  # S' − (S + Bias): the conv term
-            "softmax(S′)": self.probs(q, k, 0, T),
+            # S' − (S + Bias): the conv term
+            "conv correction": self.scores(q, k, 0, T, tables) - before,
+            "softmax(S′)": self.probs(q, k, 0, T, tables),
         }
 
-    def probs(self, q, k, i0, i1):
+    def probs(self, q, k, i0, i1, tables=None):
         """softmax(S') for query rows i0..i1-1 over keys 0..i1-1: (B, H, i1 - i0, i1)."""
-        att = self.scores(q, k, i0, i1)
-        att = att.masked_fill(causal_distance(i1, q.device, i0, i1) < 0, float("-inf"))
+        att = self.scores(q, k, i0, i1, tables)
+        future = self.distances(k.size(-2), q.device, tables)[1]
+        att = att.masked_fill(future[i0:i1, :i1], float("-inf"))
         return F.softmax(att.float(), dim=-1).type_as(q)
 
-    def scores(self, q, k, i0, i1):
+    def scores(self, q, k, i0, i1, tables=None):
         """S' for query rows i0..i1-1 and keys 0..i1-1 (B, H, i1 - i0, i1), before the causal mask.
         After tril these rows hold zeros at keys ≥ i1, but conv1's output there does not (its bias,
         and scores within k//2), and conv2 reads it up to key i1 - 1 + k//2: keeping keys up to
         n = min(T, i1 + k//2) reproduces the full T×T computation exactly; the extra keys are cut
         after the convs."""
         T = k.size(-2)
-        pad = self.conv1.padding[1]
-        n = min(T, i1 + pad)
+        # `i1 == T` first: a min() over the length would tie a compiled graph to it
+        n = T if i1 == T else min(T, i1 + self.conv1.padding[1])
         s = self.dot_scores(q[:, :, i0:i1], k[:, :, :n])  # S: (B, H, rows, n)
-        return self.refine(s, causal_distance(n, q.device, i0, i1))[..., :i1]
+        dist, future = self.distances(T, q.device, tables)
+        return self.refine(s, dist[i0:i1, :n], future[i0:i1, :n])[..., :i1]
 
-    def refine(self, s, dist):
-        """Scores S (B, H, rows, keys) at offsets dist = i − j (rows, keys) -> S', same shape."""
+    def distances(self, T, device, tables):
+        """The (T, T) matrix of i − j and its future mask (j > i), shared by every layer of this
+        forward; a chunk reads its block."""
+        dist = shared(tables, "distance", lambda: causal_distance(T, device))
+        return dist, shared(tables, "future", lambda: future_mask(T, device))
+
+    def refine(self, s, dist, future=None):
+        """Scores S (B, H, rows, keys) at offsets dist = i − j (rows, keys) -> S', same shape;
+        future: dist < 0, when the caller has it."""
         bias = self.relative_bias(dist)  # (H, rows, keys), None for nope
         feats = s
         if bias is not None:
             feats = torch.cat([s, bias.expand_as(s).type_as(s)], dim=1)  # [S ; Bias]: 2H channels
-        feats = feats.masked_fill(dist < 0, 0.0)  # tril: no future score reaches the conv
+        future = dist < 0 if future is None else future
+        feats = feats.masked_fill(future, 0.0)  # tril: no future score reaches the conv
         # channels_last: the same numbers, faster convs on CPU (docs/dape.md)
         feats = feats.contiguous(memory_format=torch.channels_last)
         # the bias in the scores' dtype: no fp32 promotion under bf16

@@ -69,8 +69,9 @@ class GPTConfig:
     rope_base: float = 10000.0
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
-    # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers
-    dape_q_chunk: int = 0
+    # DAPE V2 query rows per chunk (0: all): the lower triangle only, same numbers to float
+    # rounding; faster on CPU (docs/dape.md, Speed); compiled code runs the full grid
+    dape_q_chunk: int = 32
     # diff's per-head RMSNorm (eq. 3); false only as an ablation (docs/diff.md)
     diff_subln: bool = True
     # recompute each block in backward: less memory, ~1/3 more compute
@@ -136,9 +137,35 @@ class Block(nn.Module):
         self.attn = make_attention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, tables=None):
+        """tables: this forward's position tables, shared by every layer (attention.shared)."""
+        h = self.ln_1(x)
+        if self.recompute_attention(h):  # keep h only; the attention runs again in backward
+            a = checkpoint(self.attn, h, tables)
+        else:
+            a = self.attn(h, tables)
+        x = x + a
         return x + self.mlp(self.ln_2(x))
+
+    def recompute_attention(self, h):
+        """True in training when the attention declares a score count it recomputes past
+        (recompute_above) and this batch's B·n_head·T² passes it."""
+        limit = self.attn.recompute_above
+        if limit is None or not (self.training and torch.is_grad_enabled()):
+            return False
+        B, T, _ = h.shape
+        return B * self.attn.n_head * T * T > limit
+
+
+def checkpoint(module, x, tables):
+    """module(x, tables), its activations recomputed in backward instead of kept. The region gets
+    its own copy of the shared tables: under torch.compile it may not change anything outside
+    itself, so it reads what earlier layers built and keeps what it builds."""
+
+    def run(x, tables):
+        return module(x, dict(tables))
+
+    return torch.utils.checkpoint.checkpoint(run, x, tables, use_reentrant=False)
 
 
 class GPT(nn.Module):
@@ -200,11 +227,14 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         recompute = self.config.activation_checkpointing and self.training
         recompute = recompute and torch.is_grad_enabled()
+        # RoPE's cos/sin, the distances, masks and ALiBi's bias: built by the first layer that
+        # needs them, read by the rest (attention.shared); per forward, so nothing outlives it
+        tables = {}
         for block in self.transformer.h:
             if recompute:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, tables)
             else:
-                x = block(x)
+                x = block(x, tables)
         return self.transformer.ln_f(x)
 
     def load_weights(self, state, source):

@@ -179,6 +179,88 @@ def test_dape_conv_sees_no_future_scores(pos):
     assert not torch.allclose(a, b)
 
 
+def test_default_chunks_change_only_the_last_bits():
+    """Query chunks are the default (GPTConfig.dape_q_chunk, docs/dape.md "Speed"): the same
+    equation, but the convs and softmax run over narrower key windows, so the float sums round in
+    another order: losses and gradients differ from the full grid's in the last bits only. (With
+    attention dropout the chunks draw their masks in another order: another draw, not tested.)"""
+    assert GPTConfig().dape_q_chunk > 0
+    torch.manual_seed(0)
+    model = GPT(tiny(dape_q_chunk=8))
+    idx = torch.randint(0, 64, (2, 33))
+    out = []
+    for q_chunk in (8, 0):
+        model.set_q_chunk(q_chunk)
+        loss = model(idx[:, :-1], idx[:, 1:])[1]
+        out.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    assert abs(out[0][0].item() - out[1][0].item()) <= 1e-5
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_dape_recomputes_its_layer_past_its_score_count(monkeypatch):
+    """recompute_above (B·H·T² scores): a training forward past it keeps the layer's input only
+    and recomputes the attention in backward (torch.utils.checkpoint); same loss and gradients.
+    Below it, in eval and under no_grad nothing is recomputed."""
+    kind = ATTENTIONS["dape"]
+    assert kind.recompute_above and ATTENTIONS["standard"].recompute_above is None
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(
+        torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 64, (2, 17))
+    B, T, H = 2, 16, 4
+    results = []
+    for limit in (B * H * T * T, B * H * T * T - 1):  # at the limit: kept; one past: recomputed
+        monkeypatch.setattr(kind, "recompute_above", limit)
+        calls.clear()
+        loss = model(idx[:, :-1], idx[:, 1:])[1]
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters())), len(calls)))
+        with torch.no_grad():
+            model(idx[:, :-1])
+        model.eval()
+        model(idx[:, :-1])
+        model.train()
+        assert len(calls) == results[-1][2]  # no_grad and eval recompute nothing
+    (kept, g_kept, n_kept), (again, g_again, n_again) = results
+    assert (n_kept, n_again) == (0, 2)  # one per layer
+    assert kept.item() == again.item()
+    assert all(torch.equal(a, b) for a, b in zip(g_kept, g_again))
+
+
+def test_compiled_dape_is_one_graph_whatever_the_chunks_and_lengths():
+    """Under torch.compile DAPE runs the full grid in one piece: the chunk loop does not unroll
+    into the graph (same node count as q_chunk 0), and no-grad forwards at 12 lengths compile a few
+    graphs (the CPU conv's size buckets), never reaching dynamo's recompile limit (8), past which
+    it would fall back to eager."""
+    nodes = []
+
+    def count(gm, example_inputs):
+        nodes.append(len(gm.graph.nodes))
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = GPT(tiny(block_size=64)).eval()
+    idx = torch.randint(0, 64, (1, 64))
+    for q_chunk in (0, 8):
+        torch._dynamo.reset()
+        model.set_q_chunk(q_chunk)
+        with torch.no_grad():
+            torch.compile(model, backend=count)(idx)
+    assert len(nodes) == 2 and nodes[0] == nodes[1]
+    torch._dynamo.reset()
+    nodes.clear()
+    compiled = torch.compile(model, backend=count)
+    with torch.no_grad():
+        for T in (16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128):
+            x = torch.randint(0, 64, (1, T))
+            assert torch.allclose(compiled(x)[0], model(x)[0], atol=1e-5), T
+    assert len(nodes) <= 4
+    torch._dynamo.reset()
+
+
 def test_dape_trains_and_gradients_reach_convs_and_kerple():
     torch.manual_seed(0)
     model = GPT(tiny())

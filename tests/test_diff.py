@@ -8,6 +8,7 @@ from functools import partial
 import helpers
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import position_bias, rotate
 
 from attention import ATTENTIONS
@@ -116,6 +117,32 @@ def test_fast_path_equals_explicit_path_and_rows_sum_to_one_minus_lambda(pos):
         rows = (1 - lam).expand(m.shape[:-1])  # A1, A2 rows each sum to 1
         assert torch.allclose(m.sum(-1), rows, atol=1e-5)
         assert torch.all(m.triu(1) == 0)
+
+
+@pytest.mark.parametrize("split_v", [True, False])
+def test_per_head_norm_runs_in_the_activation_dtype(split_v, monkeypatch):
+    """Eq. (3)'s RMSNorm under bf16 autocast: its input is bf16 and its weight fp32; the weight
+    follows the input, so the norm gets one dtype (a mixed pair runs unfused, and on some torch
+    versions returns fp32) and its output stays bf16; in fp32 it is nn.RMSNorm, bit for bit."""
+    real = F.rms_norm
+    pairs = []  # (input dtype, weight dtype) of every rms_norm call
+    monkeypatch.setattr(
+        F, "rms_norm", lambda x, s, w, *a: pairs.append((x.dtype, w.dtype)) or real(x, s, w, *a)
+    )
+    torch.manual_seed(0)
+    attn = GPT(tiny()).transformer.h[0].attn
+    attn.split_v = split_v  # both fast paths end in the norm
+    y = torch.randn(2, 2, 5, 16)
+    with torch.no_grad():
+        attn.subln.weight.normal_(1.0, 0.2)
+    plain = torch.nn.RMSNorm(16, eps=1e-5)
+    plain.load_state_dict(attn.subln.state_dict())
+    assert torch.equal(attn.subln(y), plain(y))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attn.subln(y.bfloat16()).dtype == torch.bfloat16
+        assert attn(torch.randn(2, 16, 32)).dtype == torch.bfloat16
+    assert pairs[-1] == (torch.bfloat16, torch.bfloat16)
+    assert all(x == w for x, w in pairs), pairs
 
 
 def test_gradient_reaches_all_four_lambda_vectors_and_maps():

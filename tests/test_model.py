@@ -111,6 +111,61 @@ def test_rope_rotation_is_relative():
     assert torch.allclose(rot(q, 23).norm(), q.norm(), atol=1e-5)
 
 
+def counting(monkeypatch, name):
+    """Count the calls of attention.<name> from now on: a list that grows by one per call."""
+    import attention
+
+    calls = []
+    real = getattr(attention, name)
+    monkeypatch.setattr(attention, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_position_tables_are_built_once_per_forward(attention, monkeypatch):
+    """RoPE's cos/sin, the i − j distances and the future mask are the same in every layer: one
+    forward through 3 layers builds each once, and gives the numbers of layers that build their
+    own (tables=None)."""
+    torch.manual_seed(0)
+    kind = ATTENTIONS[attention]
+    for pos in [p for p in kind.positions if p != "learned"]:
+        model = GPT(tiny(attention=attention, pos=pos, n_layer=3)).eval()
+        model.set_q_chunk(5)  # DAPE's chunks read blocks of the same tables
+        idx = torch.randint(0, 64, (2, 12))
+        with torch.no_grad():
+            x = model.transformer.wte(idx)
+            for block in model.transformer.h:  # every layer on its own: builds its own tables
+                x = x + block.attn(block.ln_1(x))
+                x = x + block.mlp(block.ln_2(x))
+            want = model.lm_head(model.transformer.ln_f(x))
+        built = {name: counting(monkeypatch, name) for name in TABLES}
+        with torch.no_grad():
+            logits = model(idx)[0]
+        assert torch.equal(logits, want), pos
+        assert all(len(calls) <= 1 for calls in built.values()), (pos, built)
+        assert len(built["rope_cos_sin"]) == (pos == "rope")
+        monkeypatch.undo()
+
+
+TABLES = ("rope_cos_sin", "causal_distance", "future_mask", "alibi_slopes")
+
+
+def test_alibi_bias_and_mask_are_built_once_per_forward(monkeypatch):
+    """ALiBi's (H, T, T) bias and its SDPA mask are the same in every layer (Kerple's p, a are
+    per layer: only its distances are shared)."""
+    torch.manual_seed(0)
+    for pos, per_forward in (("alibi", 1), ("kerple", 3)):
+        model = GPT(tiny(pos=pos, n_layer=3))
+        biases = []
+        for block in model.transformer.h:
+            real = block.attn.relative_bias
+            block.attn.relative_bias = lambda d, real=real: biases.append(1) or real(d)
+        masks = counting(monkeypatch, "mask_future")
+        model(torch.randint(0, 64, (2, 12)))
+        assert len(biases) == per_forward and len(masks) == per_forward, pos
+        monkeypatch.undo()
+
+
 def test_alibi_slopes():
     assert torch.allclose(alibi_slopes(8), torch.tensor([2 ** -(i + 1) for i in range(8)]))
     # not a power of two: the 4 slopes of H=4, then every other slope of H=8 (Press et al.'s recipe)
