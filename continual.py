@@ -16,7 +16,8 @@ One task i (M_{i-1} the model before it, M_i after), each phase a method of Cont
                   (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
   after_task      on M_i: stored logits z_i; SEEKR: I += S ⊙ F, the budgeted selection, and the
                   chosen heads' maps (query rows only) kept with the buffer, frozen
-  evaluate_tasks  R[i][j] on every task j, then the checkpoint; at the end results.json + figures
+  evaluate_tasks  R[i][j] on every task j, then the checkpoint (never of nan weights: a nan loss
+                  or weight stops the run); at the end results.json + figures
 Below them: the config (train.py's Config composes ContinualConfig) and its checks.
 
 Design choices: one protocol for every method (same base, seeds, new-task batch draws, optimizer,
@@ -45,6 +46,8 @@ from plumbing import (
     RunFolder,
     append_log,
     check_declared,
+    check_loss,
+    check_weights,
     eta_text,
     restore_rng,
     rng_state,
@@ -312,6 +315,7 @@ class ContinualRun:
             + " ".join(f"{n} {a:.3f}" for n, a in zip(self.names, state["R"][-1]))
             + f" | {seconds_train:.0f} s training"
         )
+        check_weights(self.model, f"task {t + 1} ({self.names[t]})", self.cfg.out_dir)  # nan: stop
         state["task"] = t + 1
         state["rng"] = rng_state(self.device, batch=self.batch_gen, replay=self.replay_gen)
         ckpt = {
@@ -473,6 +477,7 @@ class ContinualRun:
         eta = eta_text(
             time.time() - self.t_run, done - self.first_task * cfg.iters_per_task, total - done
         )
+        check_loss(row["loss"], f"task {t + 1} ({self.names[t]}) iter {step}", cfg.out_dir)
         append_log(cfg.out_dir, {**row, "ms": 1000 * dt})
         extra = "".join(
             f" | {k} {v:.4f}" for k, v in row.items() if k not in ("task", "iter", "loss")

@@ -23,7 +23,9 @@ Design choices:
 - meta.json keeps each split's byte count (losses in bits per byte, comparable across tokenizers)
   and `unigram_bpb`, the add-one-smoothed unigram model's val bits per byte: the floor to beat.
 - Counts come from token histograms, so a multi-GB FineWeb split streams shard by shard.
-- User mistakes (unknown names, empty corpus, no network, wrong tokenizer) raise DataError.
+- User mistakes (unknown names, empty corpus, no network, wrong tokenizer) raise DataError, and
+  so do damaged prepared files (a split not the size meta.json says, an unreadable meta.json, ids
+  beyond the vocabulary in a batch): delete meta.json and the next run prepares the folder again.
 """
 
 import hashlib
@@ -140,12 +142,13 @@ class TokenSplit:
     """One split of a prepared corpus: uint16 tokens on disk (np.memmap), sampled by get_batch."""
 
     tokens: np.ndarray
+    n_vocab: int = 0  # ids at or above it mean a damaged file
 
     def __len__(self):
         return len(self.tokens)
 
     def batch(self, batch_size: int, block_size: int, generator: torch.Generator, rows=None):
-        return get_batch(self.tokens, batch_size, block_size, generator, rows)
+        return get_batch(self.tokens, batch_size, block_size, generator, rows, self.n_vocab)
 
 
 def load_dataset(dataset, tokenizer, data_dir, block_size, master=True) -> Dataset:
@@ -171,31 +174,64 @@ def load_dataset(dataset, tokenizer, data_dir, block_size, master=True) -> Datas
     val = load_split(folder, "val")
     check_block(train, block_size, "train", folder)
     check_block(val, block_size, "val", folder)
-    return Dataset(tok, TokenSplit(train), TokenSplit(val), load_meta(folder), folder=folder)
+    meta = load_meta(folder)
+    n = meta["n_vocab"]
+    return Dataset(tok, TokenSplit(train, n), TokenSplit(val, n), meta, folder=folder)
 
 
-def get_batch(tokens, batch_size: int, block_size: int, generator: torch.Generator, rows=None):
+def get_batch(tokens, batch_size, block_size, generator, rows=None, n_vocab=0):
     """nanoGPT's sampler: batch_size random windows of tokens; y is x shifted left by one. Int64 CPU
     tensors. rows: the slice of the batch to build (a DDP rank's share); the generator draws the
-    whole batch's starts either way, so the ranks together build exactly the one-process batch."""
+    whole batch's starts either way, so the ranks together build exactly the one-process batch.
+    n_vocab: ids at or above it are a damaged file (one DataError), checked on the batch only."""
     ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
     ix = ix if rows is None else ix[rows]
-    x = torch.stack(
-        [torch.from_numpy(tokens[i : i + block_size].astype(np.int64)) for i in ix.tolist()]
-    )
-    y = torch.stack(
-        [torch.from_numpy(tokens[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix.tolist()]
-    )
-    return x, y
+    # one fancy-index gather of every window (not 2·B slices: 2.1 ms vs 23.8 ms a gpt2 step)
+    at = ix.numpy()[:, None] + np.arange(block_size + 1)  # (B, T + 1) token positions
+    window = tokens[at]
+    if n_vocab and len(window) and int(window.max()) >= n_vocab:  # a damaged file, not a bug
+        folder = Path(getattr(tokens, "filename", None) or "the token file").parent
+        raise DataError(
+            f"{folder}: token id {int(window.max())} is outside the vocabulary of {n_vocab}; "
+            + AGAIN.format(folder=folder)
+        )
+    window = torch.from_numpy(window.astype(np.int64))
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+# a damaged prepared file: without meta.json the next run prepares the folder again (fineweb from
+# the shards already there, no download)
+AGAIN = "it is damaged or half-written; delete {folder}/meta.json and run again to prepare it anew"
 
 
 def load_split(folder, split: str) -> np.memmap:
-    return np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
+    """A prepared split's tokens, checked against meta.json's count (a truncated file is one
+    DataError saying how to prepare it again)."""
+    path = Path(folder) / f"{split}.bin"
+    want = load_meta(folder)[f"{split}_tokens"]
+    size = path.stat().st_size if path.is_file() else -1
+    if size != 2 * want:
+        what = f"{size} bytes" if size >= 0 else "missing"
+        raise DataError(
+            f"{path}: {what}, but meta.json says {want:,} tokens ({2 * want:,} bytes); "
+            + AGAIN.format(folder=folder)
+        )
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+META_KEYS = "tokenizer n_vocab train_tokens val_tokens train_bytes val_bytes unigram_bpb".split()
 
 
 def load_meta(folder) -> dict:
-    with open(Path(folder) / "meta.json") as f:
-        return json.load(f)
+    """meta.json of a prepared folder; unreadable or incomplete is one DataError."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or not set(META_KEYS) <= set(meta):
+        raise DataError(f"{path} is not a readable meta.json; " + AGAIN.format(folder=folder))
+    return meta
 
 
 def check_block(tokens, block_size: int, split: str, folder) -> None:
@@ -410,24 +446,28 @@ def _fineweb_shards(folder, n):
 
 
 def read_fineweb_shard(path) -> np.ndarray:
-    """One llm.c token shard -> uint16 tokens. Header: 256 int32: magic, version, token count."""
+    """One llm.c token shard -> uint16 tokens. Header: 256 int32: magic, version, token count. A
+    damaged shard is one DataError: delete it and run again (it is downloaded again)."""
+    again = "delete it and run again to download it anew"
     header = np.fromfile(path, dtype="<i4", count=256)
     if len(header) < 256:
         raise DataError(
-            f"{path}: {os.path.getsize(path)} bytes, shorter than the 1024-byte shard header"
+            f"{path}: {os.path.getsize(path)} bytes, shorter than the 1024-byte shard header; "
+            + again
         )
     if header[0] != SHARD_MAGIC:
         raise DataError(
-            f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}; not a GPT-2 token shard"
+            f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}; not a GPT-2 token shard "
+            f"(damaged?): {again}"
         )
     if header[1] != SHARD_VERSION:
-        raise DataError(f"{path}: version {header[1]}, expected {SHARD_VERSION}")
+        raise DataError(f"{path}: version {header[1]}, expected {SHARD_VERSION}; {again}")
     n = int(header[2])
     size = os.path.getsize(path)
     if size != 1024 + 2 * n:
         raise DataError(
             f"{path}: header says {n} tokens ({1024 + 2 * n} bytes) but the file has {size} bytes; "
-            "delete it and download it again"
+            + again
         )
     return np.fromfile(path, dtype="<u2", offset=1024).astype(np.uint16, copy=False)
 

@@ -3,10 +3,12 @@
 errors       ConfigError, DataError, check_declared (choices, ranges): bad input, one line
 flags        build_config, parse_flags, print_help, flag_fields, settings, cli
 device       RunConfig, setup_device, setup_process, join/leave_process_group, CtrlC
+divergence   check_loss (at log steps), check_weights (before a save): nan or inf stops the run
 checkpoints  checkpoint_path, load_checkpoint, save_atomic
 run folder   RunFolder: resume, refuse, init_from, lock, config.json and log.jsonl in one `with`;
              resumed_config, append_log, read_log (start_run, lock_run_folder, open_run_folder)
-RNG          rng_state, restore_rng: every generator a run draws from, saved and restored
+RNG          rng_state, restore_rng: every generator a run draws from, saved and restored;
+             rank_rng_states, restore_rank_rng: each DDP rank's own
 text         eta_text, Stopwatch, progress_text, interrupted_text, tokens_per_step, mean_std
 
 - A config dataclass is a script's interface: its fields are the flags, their types parse the
@@ -316,8 +318,9 @@ def setup_process(cfg):
 
 class CtrlC:
     """Ctrl-C asks a training loop to stop after its step (it saves, then exits) instead of killing
-    it mid-step. pressed(): whether it was asked; under DDP every rank stops at the same step when
-    any of them got it."""
+    it mid-step. pressed(sync): whether it was asked; under DDP the ranks agree only where sync
+    (the loop's log steps: an all-reduce and .item() is a host sync), so every rank stops at the
+    same step when any of them got it."""
 
     def __init__(self, proc):
         self.proc = proc
@@ -327,12 +330,37 @@ class CtrlC:
     def ask(self, *_):
         self.asked = True
 
-    def pressed(self):
-        if self.proc.ddp:
-            flag = torch.tensor(float(self.asked), device=self.proc.device)
-            dist.all_reduce(flag)
-            self.asked = bool(flag.item())
+    def pressed(self, sync=True):
+        if not self.proc.ddp:
+            return self.asked
+        if not sync:  # a rank that got it waits for the next agreed step
+            return False
+        flag = torch.tensor(float(self.asked), device=self.proc.device)
+        dist.all_reduce(flag)
+        self.asked = bool(flag.item())
         return self.asked
+
+
+def check_loss(loss, where, out_dir):
+    """A loss (a float, read at a log step) that is nan or inf stops the run: ConfigError."""
+    if not math.isfinite(loss):
+        raise ConfigError(diverged_text(f"the loss is {loss}", where, out_dir))
+
+
+def check_weights(model, where, out_dir):
+    """Before a save: weights that hold a nan or inf stop the run (ConfigError), so they never
+    replace the last good checkpoint. One host sync, at saves only."""
+    finite = torch.stack([p.isfinite().all() for p in model.parameters()]).all()
+    if not finite.item():
+        raise ConfigError(diverged_text("the weights hold nan or inf", where, out_dir))
+
+
+def diverged_text(what, where, out_dir):
+    return (
+        f"training diverged: {what} at {where}; stopped without saving, so {out_dir}/ckpt.pt keeps "
+        "the last good state, if any; lower --lr, keep --grad_clip on (e.g. 1.0) or try "
+        "--dtype=float32, then start again or --resume"
+    )
 
 
 def interrupted_text(out_dir, it):
@@ -348,13 +376,25 @@ def leave_process_group(proc, run):
     if proc.ddp:
         dist.barrier()
         run.model = None
+        run.ddp = None
         gc.collect()
         dist.destroy_process_group()
 
 
 def join_process_group(proc):
-    if proc.ddp:
-        dist.init_process_group(backend="nccl" if proc.device.startswith("cuda") else "gloo")
+    """Under torchrun, join the group: nccl on CUDA, bound to this rank's GPU (device_id: the
+    communicator is made eagerly for that device, no guess from the current one), gloo on CPU."""
+    if not proc.ddp:
+        return
+    if not proc.device.startswith("cuda"):
+        dist.init_process_group(backend="gloo")
+        return
+    bind = dict(device_id=torch.device(proc.device)) if BINDS_DEVICE else {}
+    dist.init_process_group(backend="nccl", **bind)
+
+
+# init_process_group takes device_id since torch 2.3; without it, nccl guesses the GPU lazily
+BINDS_DEVICE = "device_id" in inspect.signature(dist.init_process_group).parameters
 
 
 # ------------------------------------------------------------------------------------------------
@@ -620,6 +660,29 @@ def restore_rng(state, device, **generators):
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and device.startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def rank_rng_states(proc, **generators):
+    """[rng_state of rank 0, of rank 1, ...]: every DDP rank's own (a collective: all call it), so
+    a resumed rank draws its own dropout masks, not rank 0's."""
+    mine = rng_state(proc.device, **generators)
+    if not proc.ddp:
+        return [mine]
+    states = [None] * proc.world
+    dist.all_gather_object(states, mine)
+    return [{k: v if v is None else v.cpu() for k, v in s.items()} for s in states]
+
+
+def restore_rank_rng(states, proc, **generators):
+    """rank_rng_states' list -> this rank's RNG state. A dict (a checkpoint written before the
+    list) is every rank's; a rank the checkpoint lacks (more processes than it had) keeps its own
+    seeded state and takes the shared generators from rank 0."""
+    states = [states] if isinstance(states, dict) else states
+    if proc.rank < len(states):
+        restore_rng(states[proc.rank], proc.device, **generators)
+    else:
+        for name, g in generators.items():
+            g.set_state(states[0][name])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ fine-tuning steps at lr 1e-3).
 
 import difflib
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -172,19 +174,23 @@ def builtin_tasks(
 # ----------------------------------------------------------------------------- TRACE folders
 
 
+# a damaged file of a suite tasks.py wrote (a cut copy, say): how to write it again
+REWRITE = " (a suite tasks.py wrote: delete it and run python tasks.py --write_tasks=DIR again)"
+
+
 def _read_records(path):
     """One task file -> [{"prompt", "answer"}]: a JSON list (.json) or an object a line (.jsonl)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; save it as UTF-8 JSON") from None
+        raise DataError(f"{path} is not UTF-8 text; save it as UTF-8 JSON{REWRITE}") from None
     if path.suffix == ".json":
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(
                 f"{path} line {e.lineno}: not valid JSON ({e.msg}); fix the file or write it as "
-                'a JSON list of {"prompt", "answer"} objects'
+                'a JSON list of {"prompt", "answer"} objects' + REWRITE
             ) from None
         if not isinstance(items, list):
             raise DataError(
@@ -203,7 +209,7 @@ def _read_records(path):
             except json.JSONDecodeError as e:
                 raise DataError(
                     f"{path} line {lineno}: not valid JSON ({e.msg}); a .jsonl file holds one "
-                    '{"prompt", "answer"} object per line'
+                    '{"prompt", "answer"} object per line' + REWRITE
                 ) from None
             where.append(f"record {len(where)} (0-based, line {lineno})")
     for item, place in zip(items, where):
@@ -287,13 +293,27 @@ def load_tasks(
 
 
 def write_tasks(tasks, folder) -> None:
-    """[(name, train, test)] -> folder/<name>/{train,test}.json, JSON that load_tasks reads back."""
-    for name, train, test in tasks:
-        (Path(folder) / name).mkdir(parents=True, exist_ok=True)
-        for split, records in (("train", train), ("test", test)):
-            with open(Path(folder) / name / f"{split}.json", "w", encoding="utf-8") as f:
-                json.dump(records, f, indent=1, ensure_ascii=False)
-                f.write("\n")
+    """[(name, train, test)] -> folder/<name>/{train,test}.json, JSON that load_tasks reads back.
+    Written whole under a temporary name, then renamed into place: a killed write leaves no half
+    suite or half file that could pass for a finished one."""
+    folder = Path(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for name, train, test in tasks:
+            (tmp / name).mkdir(parents=True)
+            for split, records in (("train", train), ("test", test)):
+                with open(tmp / name / f"{split}.json", "w", encoding="utf-8") as f:
+                    json.dump(records, f, indent=1, ensure_ascii=False)
+                    f.write("\n")
+        if not folder.exists():
+            os.replace(tmp, folder)  # the whole suite appears at once
+            return
+        for name, _, _ in tasks:  # into a folder that exists: task by task, each one whole
+            shutil.rmtree(folder / name, ignore_errors=True)
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def encode_record(tok, record) -> tuple[list[int], list[int]]:

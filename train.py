@@ -3,8 +3,10 @@ on tasks: `python train.py --mode=continual --init_from=out/run --method=seekr` 
 
 main() is the steps: the config, the process (device, DDP), the run folder, the data, the model and
 optimizer (a Run), the loop, the end; the loop, train(), reads top to bottom as nanoGPT's does.
-On CUDA: bf16 autocast, TF32, torch.compile, fused AdamW; under torchrun, DDP: each rank builds its
-slice of the batch one process would draw. ckpt.pt holds every RNG state: --resume is bit-exact.
+On CUDA: bf16 autocast, TF32, torch.compile, fused AdamW; under torchrun, DDP (wrapped, then
+compiled): each rank builds its slice of the batch one process would draw. ckpt.pt holds every
+RNG state, each rank's own: --resume is bit-exact. A nan loss (seen at a log step) or nan weights
+(checked before a save) stop the run in one line; the last checkpoint stays as it was.
 """
 
 import copy
@@ -124,24 +126,26 @@ class Run:
         device_type = proc.device.split(":")[0]
         self.optimizer = self.raw.configure_optimizers(cfg.weight_decay, cfg.lr, betas, device_type)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
-        self.device = proc.device
+        self.proc = proc  # its rank and device: every rank's RNG state is saved and restored
         self.it = 0
         self.branch = saved["branch"] if saved else None
         self.aside = saved["aside"] if saved else None
         self.tokens = saved["tokens"] if saved else 0
         if saved is not None:
             self.restore(saved)
+        self.ddp = None  # the DDP module, whose require_backward_grad_sync the loop sets
+        if proc.ddp:  # DDP, then compile (PyTorch's advice): the all-reduce overlaps the backward
+            local = [torch.device(proc.device).index] if proc.device.startswith("cuda") else None
+            self.model = self.ddp = DDP(self.raw, device_ids=local)
         if proc.compile:
             self.model = torch.compile(self.model)
-        if proc.ddp:
-            local = [torch.device(proc.device).index] if proc.device.startswith("cuda") else None
-            self.model = DDP(self.model, device_ids=local)
         self.scaler = torch.amp.GradScaler(enabled=proc.dtype == "float16")
 
     def snapshot(self):
-        """Everything the next step depends on; restore() of it continues the run bit-exactly."""
+        """Everything the next step depends on; restore() of it continues the run bit-exactly.
+        Every rank's RNG state, so a collective: every DDP rank takes it."""
         weights = {"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict()}
-        rng = plumbing.rng_state(self.device, batch=self.batch_gen)
+        rng = plumbing.rank_rng_states(self.proc, batch=self.batch_gen)
         return {**weights, "iter": self.it, "rng": rng}
 
     def save(self, cfg, name, state):
@@ -154,7 +158,7 @@ class Run:
     def restore(self, state):
         self.raw.load_weights(state["model"], "the checkpoint being resumed")
         self.optimizer.load_state_dict(state["optimizer"])
-        plumbing.restore_rng(state["rng"], self.device, batch=self.batch_gen)
+        plumbing.restore_rank_rng(state["rng"], self.proc, batch=self.batch_gen)
         self.it = state["iter"]
 
 
@@ -190,7 +194,7 @@ def train(cfg, proc, data, run):
             x = xs[part].to(proc.device, non_blocking=True)
             y = ys[part].to(proc.device, non_blocking=True)
             if proc.ddp:  # all-reduce the gradients once per step, after the last micro-step
-                run.model.require_backward_grad_sync = micro == accum - 1
+                run.ddp.require_backward_grad_sync = micro == accum - 1
             with proc.autocast:
                 _, loss = run.model(x, y)
             step_loss += loss.detach() / accum
@@ -207,11 +211,13 @@ def train(cfg, proc, data, run):
 
         # log, finish a budget or fork a decay branch, stop on Ctrl-C, save
         # a line every log_interval steps, at the end, and after an eval (row holds its values)
-        if (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or row:
+        logged = (run.it - 1) % cfg.log_interval == 0 or run.it == cfg.max_iters or bool(row)
+        if logged:
             if proc.ddp:
                 dist.all_reduce(step_loss)
                 step_loss /= proc.world
             row = {"iter": run.it - 1, "loss": step_loss.item(), "lr": lr, **row}  # waits for GPU
+            plumbing.check_loss(row["loss"], f"iter {run.it - 1}", cfg.out_dir)  # nan: stop
             dt = clock.lap()  # seconds per step since the last line
             tok_s = tokens_per_iter / dt
             mfu = run.raw.estimate_mfu(tok_s / proc.world, peak)  # per GPU
@@ -221,7 +227,7 @@ def train(cfg, proc, data, run):
             log(cfg, proc, row, plumbing.progress_text(row, cfg.max_iters, dt, tok_s, mfu, eta))
             row = {}
         finish_or_fork(cfg, proc, data, run, budgets, forks)
-        if stop.pressed():  # finish() saves
+        if stop.pressed(sync=logged):  # DDP ranks agree at log steps only; finish() saves
             return True
         if cfg.ckpt_interval and run.it % cfg.ckpt_interval == 0 and run.it != cfg.max_iters:
             save(cfg, proc, run)
@@ -271,6 +277,7 @@ def finish_or_fork(cfg, proc, data, run, budgets, forks):
 def finish_budget(cfg, proc, data, run, b):
     """A finished model: evaluate it, save budget_<b>.pt (with --budgets), log its compute."""
     val = evaluate(cfg, proc, data, run)
+    plumbing.check_loss(val["val_loss"], f"iter {b}", cfg.out_dir)
     if proc.master and cfg.budgets:
         run.save(cfg, f"budget_{b}.pt", {"model": run.raw.state_dict(), "iter": b})
     baseline = "" if data.task else f" (unigram baseline {data.meta['unigram_bpb']:.3f})"
@@ -297,8 +304,10 @@ def finish(cfg, proc, data, run, stopped):
 
 
 def save(cfg, proc, run):
+    """ckpt.pt (rank 0 writes; every rank gives its RNG state), never of diverged weights."""
+    plumbing.check_weights(run.raw, f"iter {run.it}", cfg.out_dir)
+    state = {**run.snapshot(), "branch": run.branch, "aside": run.aside, "tokens": run.tokens}
     if proc.master:
-        state = {**run.snapshot(), "branch": run.branch, "aside": run.aside, "tokens": run.tokens}
         run.save(cfg, "ckpt.pt", state)
 
 

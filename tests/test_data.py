@@ -338,7 +338,7 @@ def test_read_fineweb_shard_round_trips_and_rejects_bad_files(tmp_path):
     ]:
         with pytest.raises(DataError, match=what) as e:
             data.read_fineweb_shard(tmp_path / f"{name}.bin")
-        assert f"{name}.bin" in str(e.value)
+        assert f"{name}.bin" in str(e.value) and "delete it and run again" in str(e.value)
 
 
 @pytest.mark.requires_gpt2
@@ -459,3 +459,64 @@ def test_load_dataset_refuses_a_block_longer_than_a_split(tmp_path):
     write_corpus(tmp_path / "corpus")
     with pytest.raises(DataError, match=r"val.bin has \d+ tokens, fewer than one block of 5000"):
         data.load_dataset(f"text:{tmp_path / 'corpus'}", "bytes", tmp_path / "data", 5000)
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+
+def cut(path):
+    """A half-written copy: the first half of the bytes, minus one (odd: not even whole ids)."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 - 1])
+
+
+DAMAGE = {  # a prepared file, damaged as a cut copy, a full disk or a bad sector leaves it
+    "train.bin cut": lambda f: cut(f / "train.bin"),
+    "val.bin cut": lambda f: cut(f / "val.bin"),
+    "train.bin gone": lambda f: (f / "train.bin").unlink(),
+    "train.bin ids beyond the vocabulary": lambda f: (f / "train.bin").write_bytes(
+        b"\xff" * (f / "train.bin").stat().st_size
+    ),
+    "meta.json cut": lambda f: cut(f / "meta.json"),
+    "meta.json not an object": lambda f: (f / "meta.json").write_text("[]"),
+    "meta.json without its counts": lambda f: (f / "meta.json").write_text(
+        '{"tokenizer": "bytes"}'
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_prepared_folder_is_one_line_saying_how_to_prepare_it_again(tmp_path, damage):
+    """Loading it (and drawing a batch) is one DataError naming the folder and the fix; the fix
+    (delete meta.json, run again) prepares it anew."""
+    write_corpus(tmp_path / "corpus")
+    dataset = f"text:{tmp_path / 'corpus'}"
+    folder = data.prepare(dataset, "bytes", data_dir=tmp_path / "data")
+    DAMAGE[damage](folder)
+    with pytest.raises(DataError) as e:
+        ds = data.load_dataset(dataset, "bytes", tmp_path / "data", 16)
+        ds.train.batch(8, 16, torch.Generator().manual_seed(0))
+    assert f"delete {folder}/meta.json and run again" in str(e.value) and "\n" not in str(e.value)
+    (folder / "meta.json").unlink(missing_ok=True)
+    ds = data.load_dataset(dataset, "bytes", tmp_path / "data", 16)
+    assert int(ds.train.batch(64, 16, torch.Generator().manual_seed(0))[0].max()) < 257
+
+
+def test_get_batch_is_the_loop_of_slices_as_one_gather():
+    """One fancy-index gather builds exactly nanoGPT's loop of 2·B slices, a rank's rows too."""
+
+    def loop(tokens, B, T, gen, rows=None):
+        ix = torch.randint(len(tokens) - T, (B,), generator=gen)
+        ix = ix if rows is None else ix[rows]
+        x = torch.stack([torch.from_numpy(tokens[i : i + T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(tokens[i + 1 : i + 1 + T].astype(np.int64)) for i in ix])
+        return x, y
+
+    tokens = np.random.default_rng(0).integers(0, 50257, 5000).astype(np.uint16)
+    for rows in (None, slice(2, 6)):
+        gen_a = torch.Generator().manual_seed(1)
+        gen_b = torch.Generator().manual_seed(1)
+        want = loop(tokens, 8, 64, gen_a, rows)
+        got = data.get_batch(tokens, 8, 64, gen_b, rows)
+        for g, w in zip(got, want):
+            assert g.dtype == torch.int64 and g.is_contiguous() and torch.equal(g, w)
+        assert torch.equal(gen_a.get_state(), gen_b.get_state())

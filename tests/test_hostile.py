@@ -507,6 +507,33 @@ def test_progress_lines_arrive_while_the_run_goes_on(tmp_path):
         proc.wait()
 
 
+def half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 - 1])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda f: half(f / "train.bin"),  # a cut copy
+        lambda f: half(f / "meta.json"),
+        lambda f: (f / "val.bin").write_bytes(b"\xff" * (f / "val.bin").stat().st_size),  # ids
+    ],
+    ids=["train.bin cut", "meta.json cut", "val.bin garbage"],
+)
+def test_a_damaged_prepared_folder_ends_train_py_in_one_line(tmp_path, damage):
+    """No traceback (numpy's, json's, the embedding's): one line, exit 2, and how to prepare the
+    folder again."""
+    import data
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(Path(dataclasses.__file__).read_text())
+    folder = data.prepare(f"text:{corpus}", "bytes", tmp_path / "data")
+    damage(folder)
+    argv = ["--preset=tiny", f"--dataset=text:{corpus}", f"--data_dir={tmp_path / 'data'}"]
+    proc = script("train.py", *argv, f"--out_dir={tmp_path / 'run'}", "--max_iters=2")
+    one_line_error(proc, str(folder), "delete", "meta.json and run again")
+
+
 def test_schedules_script_refuses_stray_arguments():
     with pytest.raises(ConfigError, match="usage: python schedules.py"):
         schedules.main(["--budgets=3"])

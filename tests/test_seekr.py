@@ -508,6 +508,47 @@ def test_resume_after_a_task_matches_an_uninterrupted_run(base, tmp_path, monkey
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize(
+    "nan_after, seen_at",
+    [
+        (8, r"the loss is nan at task 2 \(first\) iter 3"),  # caught at a log line
+        (12, r"the weights hold nan or inf at task 2 \(first\)"),  # after the last, at the save
+    ],
+    ids=["log line", "save"],
+)
+def test_a_diverging_task_stops_and_keeps_the_last_checkpoint(
+    base, tmp_path, monkeypatch, nan_after, seen_at
+):
+    """Every weight turns nan after the nan_after-th step (task 2 of 6-step tasks): the run stops
+    in one line naming where; ckpt.pt stays task 1's, no results or figures are written."""
+    saved = []
+    real_save = continual.save_atomic
+
+    def save(obj, path):
+        real_save(obj, path)
+        saved.append(Path(path).read_bytes())
+
+    real_step = continual.ContinualRun.optimizer_step
+    steps = []
+
+    def step(self, optimizer):
+        real_step(self, optimizer)
+        steps.append(1)
+        if len(steps) == nan_after:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.fill_(float("nan"))
+
+    monkeypatch.setattr(continual, "save_atomic", save)
+    monkeypatch.setattr(continual.ContinualRun, "optimizer_step", step)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="training diverged: " + seen_at) as e:
+        train.main(continual_args(base, out, "--method=seqft"))
+    assert "\n" not in str(e.value) and "--lr" in str(e.value)
+    assert len(saved) == 1 and (out / "ckpt.pt").read_bytes() == saved[0]
+    assert not (out / "results.json").exists() and not list(out.glob("*.png"))
+
+
 def test_bad_continual_flags_give_one_line(base, tmp_path):
     def err(*args):
         proc = subprocess.run(

@@ -139,6 +139,34 @@ def test_write_then_load_round_trips_in_name_order(tmp_path, builtin):
     assert tasks.load_tasks(str(tmp_path / "suite"), order=order) == builtin
 
 
+def test_a_killed_write_leaves_no_suite_and_a_cut_file_says_how_to_write_it_again(
+    tmp_path, builtin, monkeypatch
+):
+    """write_tasks writes the suite under a temporary name: killed after two files, nothing that
+    could pass for a (smaller) suite is left. A cut copy of a written file is one DataError that
+    names the file and the command that writes it again."""
+    real_dump = json.dump
+    dumps = []
+
+    def dump_then_die(*args, **kw):
+        real_dump(*args, **kw)
+        dumps.append(1)
+        if len(dumps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks.json, "dump", dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tasks.write_tasks(builtin, tmp_path / "suite")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    tasks.write_tasks(builtin, tmp_path / "suite")
+    path = tmp_path / "suite" / "cipher" / "train.json"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"cipher/train.json line \d+: not valid JSON") as e:
+        tasks.load_tasks(str(tmp_path / "suite"))
+    assert "python tasks.py --write_tasks=DIR" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_order_picks_and_reorders_builtin_too(tmp_path):
     assert [name for name, _, _ in tasks.load_tasks("builtin")] == list(tasks.BUILTIN_TASKS)
     picked = tasks.load_tasks("builtin", order=["reverse", "sentiment"], seed=2)

@@ -2,6 +2,7 @@
 errors, exact resume after SIGKILL, Ctrl-C, --init_from, and DDP on CPU matching one process."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -108,7 +109,7 @@ def test_train_eval_sample_and_bad_input(corpus, tmp_path):
     assert rows[0]["iter"] == 0 and {"loss", "lr", "val_loss", "val_bpb"} <= set(rows[0])
     assert rows[-1]["iter"] == 20 and rows[-1]["val_loss"] < rows[0]["val_loss"]
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
-    assert ckpt["iter"] == 20 and {"batch", "torch"} <= set(ckpt["rng"])
+    assert ckpt["iter"] == 20 and {"batch", "torch"} <= set(ckpt["rng"][0])
 
     ev = run([str(ROOT / "eval.py"), f"--ckpt={out}", f"--data_dir={corpus / 'data'}"], tmp_path)
     assert ev.returncode == 0 and "val_loss" in ev.stdout and "bits/byte" in ev.stdout, ev.stderr
@@ -445,3 +446,49 @@ def test_compare_schedules_table_and_figure(corpus, tmp_path):
         ),
         "one cosine run per budget",
     )
+
+
+# a run's n-th optimizer step of this session leaves every weight nan: a divergence on cue
+NAN_AFTER = """
+import runpy, sys, torch
+real = torch.optim.AdamW.step
+steps = []
+def step(self, *args, **kw):
+    out = real(self, *args, **kw)
+    steps.append(1)
+    if len(steps) == {n}:
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("nan"))
+    return out
+torch.optim.AdamW.step = step
+sys.argv = sys.argv[1:]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python train.py` would
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "seen_at, flags",
+    [
+        ("the loss is nan at iter 15", ("--log_interval=5", "--ckpt_interval=100")),
+        ("the weights hold nan or inf at iter 15", ("--log_interval=100", "--ckpt_interval=15")),
+    ],
+    ids=["log step", "save"],
+)
+def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_checkpoint(
+    corpus, tmp_path, seen_at, flags
+):
+    """Weights turn nan after iter 12: the next log line (or, before it, the next save) stops the
+    run; ckpt.pt stays the good one of iter 10, no nan row is logged, no figure is drawn."""
+    out = tmp_path / "run"
+    assert run(train_args(corpus, out, "--max_iters=10"), tmp_path).returncode == 0
+    good = (out / "ckpt.pt").read_bytes()
+    figure = (out / "loss.png").read_bytes()
+    args = train_args(corpus, out, "--resume", "--max_iters=40", "--eval_interval=1000", *flags)
+    proc = run(["-c", NAN_AFTER.format(n=3), *args], tmp_path)
+    one_line_error(proc, f"training diverged: {seen_at}", f"{out}/ckpt.pt keeps", "--lr")
+    assert (out / "ckpt.pt").read_bytes() == good
+    assert all(math.isfinite(r["loss"]) for r in read_log(out) if "loss" in r)
+    assert (out / "loss.png").read_bytes() == figure  # not redrawn from a diverged run
