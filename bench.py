@@ -1,26 +1,37 @@
 """Training throughput of each attention type: `python bench.py [--preset=...] [--key=value ...]`.
 
-For one shape (a train.py preset, default `small` on CUDA and `cpu` elsewhere) and each attention
-type (attention.ATTENTIONS), times a full training step (forward, backward, AdamW) on random tokens
-and prints one table: ms/step, tokens/s, MFU and peak memory on CUDA, and each type's step time as
-a ratio to `standard` measured in the same process. `--mode=infer` instead times one no-grad
-forward of a single --infer_len-token sequence (batch 1) scored on its last 256 tokens, as
-`eval.py --mode=extrapolate` runs it, and reports its peak memory: CUDA's peak allocation, or on
-CPU the peak RSS of a fresh process that does only that (Python, torch and the weights included).
-`--mode=check` is the GPU check. It measures and prints; it asserts nothing.
+Its modes (--mode=):
+train   (default) for one shape (a train.py preset, default `small` on CUDA and `cpu` elsewhere)
+        and each attention type (attention.ATTENTIONS), times a full training step (forward,
+        backward, AdamW) on random tokens and prints one table: ms/step, tokens/s, MFU and peak
+        memory on CUDA, and each type's step time as a ratio to `standard` measured in the same
+        process (--rounds=3 interleaves the types)
+infer   times one no-grad forward of a single --infer_len-token sequence (batch 1) scored on its
+        last 256 tokens, as `eval.py --mode=extrapolate` runs it, and reports its peak memory:
+        CUDA's peak allocation, or on CPU the peak RSS of a fresh process that does only that
+memory  the expected peak GPU memory of one training step of each type at a preset (default
+        gpt2), computed on the CPU: the step runs on fake tensors (no data, no compute) while
+        LiveBytes counts every storage alive; bf16 autocast, fused AdamW state, the config's
+        activation checkpointing; eager (a compiled step saves fewer activations)
+check   the GPU check, a pass/fail verdict on the whole CUDA path (check.py)
+
+--json prints one JSON object per attention type instead of a table (train and memory modes).
 """
 
 import json
 import multiprocessing
 import resource
 import statistics
-import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from attention import ATTENTIONS
 from data import get_tokenizer
@@ -31,7 +42,7 @@ from train import PRESETS, Config
 
 @dataclass
 class BenchConfig:
-    preset: str = ""  # default: small on CUDA, cpu elsewhere
+    preset: str = ""  # default: small on CUDA, cpu elsewhere; gpt2 in memory mode
     attentions: str = ",".join(ATTENTIONS)  # comma-separated
     pos: str = ""  # default: the preset's
     n_layer: int = 0  # shape and batch: 0 = the preset's
@@ -39,12 +50,14 @@ class BenchConfig:
     n_embd: int = 0
     batch_size: int = 0
     block_size: int = 0
-    # train: a training step; infer: a long no-grad forward and its peak memory; check: GPU check
+    # train: a training step; infer: a long no-grad forward and its peak memory; memory: a
+    # training step's expected peak GPU memory, computed on the CPU; check: the GPU check
     mode: str = "train"
     infer_len: int = 8192
     q_chunk: int = 128  # DAPE query rows per chunk in infer mode
-    # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk; 0: the full grid)
-    dape_q_chunk: int = 0
+    # DAPE query rows per chunk in train mode (train.py's --dape_q_chunk, the model's default;
+    # 0: the full grid)
+    dape_q_chunk: int = GPTConfig.dape_q_chunk
     steps: int = 10
     warmup: int = 3
     # the attention types are timed in turn this many times (A B C A B C ...); medians are reported
@@ -78,7 +91,7 @@ class BenchConfig:
         )  # [ includes the end; 0 = the preset's
 
 
-MODES = ("train", "infer", "check")
+MODES = ("train", "infer", "memory", "check")
 
 
 def bench_one(model, cfg, batch_size, block_size, device, autocast, steps, warmup):
@@ -166,10 +179,16 @@ def infer_table(cfg, runs, n_vocab, device, dtype):
 
 def main(argv):
     cfg = BenchConfig(**parse_flags(argv, BenchConfig, dict(preset=("", *PRESETS), mode=MODES)))
-    if cfg.mode == "check":
-        return gpu_check()
+    if cfg.mode == "check":  # check.py runs bench.py as a user would: it never imports it
+        from check import run_check
+
+        if run_check():
+            sys.exit(1)
+        return
     device, dtype, autocast = setup_device(cfg.device, cfg.dtype)
-    preset = cfg.preset or ("small" if device == "cuda" else "cpu")
+    preset = cfg.preset or (
+        "gpt2" if cfg.mode == "memory" else "small" if device == "cuda" else "cpu"
+    )
     shape = {
         k: getattr(cfg, k)
         for k in ("n_layer", "n_head", "n_embd", "batch_size", "block_size")
@@ -193,6 +212,8 @@ def main(argv):
     }  # before anything is printed
     run = runs["standard"]
     n_vocab = get_tokenizer(run.tokenizer).n_vocab
+    if cfg.mode == "memory":
+        return memory_table(cfg, preset, runs, n_vocab)
     if cfg.mode == "infer":
         print(
             f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, one "
@@ -268,151 +289,93 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
 
 
 # ------------------------------------------------------------------------------------------------
-# the GPU check: python bench.py --mode=check
+# the memory of a training step, without a GPU: python bench.py --mode=memory
 
 
-def gpu_check():
-    """Everything a first GPU run should confirm, in one command; on a machine without CUDA the CUDA
-    parts say 'skipped' and the rest runs. Prints; asserts nothing."""
-    cuda = torch.cuda.is_available()
-    where = torch.cuda.get_device_name() if cuda else "no CUDA GPU: the CUDA parts are skipped"
-    print(f"GPU check | {where} | torch {torch.__version__}")
-    print(
-        "\n1. CPU vs CUDA parity (fp32 loss and gradients, bf16 loss) and capture + autograd.grad "
-        "through the maps"
-    )
-    for attention, pos in attention_position_pairs():
-        print(f"  {attention + '/' + pos:<16} " + check_pair(attention, pos, cuda))
-    print("\n2. the SDPA kernels each attention type can run (bf16, training shape)")
-    for attention in ATTENTIONS:
-        print(f"  {attention:<9} " + (check_kernels(attention) if cuda else "skipped (no CUDA)"))
-    print("\n3. graph breaks under torch.compile (torch._dynamo.explain, one forward + loss)")
-    for attention in ATTENTIONS:
-        print(f"  {attention:<9} " + check_graph_breaks(attention))
-    print(
-        "\n4. `python train.py` (the small preset, 300 steps) and the gpt2 preset's bench figures"
-    )
-    if not cuda:
+class LiveBytes(TorchDispatchMode):
+    """Counts the bytes of every tensor storage an op creates while it is alive, and their peak:
+    what CUDA's caching allocator reports as torch.cuda.max_memory_allocated (each block rounded
+    up to its 512 bytes). A storage is counted once however many views share it, and uncounted
+    when Python frees it (a weak reference's callback)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counted = WeakIdKeyDictionary()  # storage -> its bytes
+        self.refs = set()  # the weak references, kept alive until their storage dies
+        self.now = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.count(t.untyped_storage())
+        return out
+
+    def count(self, storage):
+        if storage in self.counted:
+            return
+        size = -(-storage.nbytes() // 512) * 512
+        self.counted[storage] = size
+        self.now += size
+        self.peak = max(self.peak, self.now)
+
+        def freed(ref):
+            self.now -= size
+            self.refs.discard(ref)
+
+        self.refs.add(weakref.ref(storage, freed))
+
+
+def step_memory(config, batch_size, dtype):
+    """Peak bytes of two training steps (forward, backward, fused AdamW) of a GPT of this config on
+    batch_size x block_size tokens; the second step holds the optimizer's two moments, so the peak
+    is a step's in a running job. On fake tensors: shapes and dtypes, no data, no compute, so a
+    124M model takes seconds. dtype "bfloat16" runs under CPU autocast, whose rules put the same
+    ops in bf16 as CUDA's (matmuls, convs, SDPA; softmax and the loss in fp32 as the code asks)."""
+    with torch.device("meta"):  # weights without memory or an RNG; to_empty gives them storage
+        model = GPT(config)
+    idx_shape = (batch_size, config.block_size + 1)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    live = LiveBytes()
+    with FakeTensorMode(allow_non_fake_inputs=True), live:
+        model.to_empty(device="cpu")
+        idx = torch.zeros(idx_shape, dtype=torch.long)
+        # the project's optimizer groups, fused as on CUDA (no per-step temporaries)
+        opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), "cuda")
+        for _ in range(2):
+            with autocast:
+                _, loss = model(idx[:, :-1], idx[:, 1:])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return live.peak
+
+
+def memory_table(cfg, preset, runs, n_vocab):
+    """One line per attention type: the expected peak GPU memory of one training step."""
+    run = runs["standard"]
+    dtype = "float32" if cfg.dtype == "float32" else "bfloat16"  # auto: a bf16 GPU's
+    precision = "float32" if dtype == "float32" else "bfloat16 autocast"
+    if not cfg.json:
         print(
-            "  skipped (no CUDA); on a GPU this runs: python train.py --max_iters=300 "
-            "--out_dir=out/gpu_check_<time>, python bench.py --preset=gpt2 --json"
+            f"preset {preset}: {run.n_layer} layers x {run.n_embd}, {run.n_head} heads, batch "
+            f"{run.batch_size} x {run.block_size} tokens, {precision}, AdamW (fp32 weights, "
+            "grads, 2 moments); the expected peak GPU memory of one training step, eager PyTorch "
+            "(a compiled step saves fewer activations: lower), counted on the CPU on fake "
+            "tensors; not in it: the CUDA context (~0.5 GB), allocator slack; GB = 2^30 bytes"
         )
-        return
-    for args in (
-        [
-            "train.py",
-            "--max_iters=300",
-            "--eval_interval=100",
-            f"--out_dir=out/gpu_check_{int(time.time())}",
-        ],
-        ["bench.py", "--preset=gpt2", "--json"],
-    ):
-        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
-        print(
-            f"  $ python {' '.join(args)}  (exit {proc.returncode})\n"
-            + "\n".join("    " + t for t in tail)
-        )
-
-
-def attention_position_pairs():
-    """Every (attention, pos) pair: each attention class's declared positions, in their order."""
-    return [(attention, pos) for attention, kind in ATTENTIONS.items() for pos in kind.positions]
-
-
-def tiny_model(attention, pos, device="cpu", T=32):
-    torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=128,
-            block_size=T,
-            n_layer=2,
-            n_head=4,
-            n_embd=64,
-            attention=attention,
-            pos=pos,
-        )
-    ).to(device)
-    x = torch.randint(0, 128, (2, T + 1), generator=torch.Generator().manual_seed(1)).to(device)
-    return model, x[:, :-1], x[:, 1:]
-
-
-def check_pair(attention, pos, cuda):
-    """fp32 loss and gradients on CPU vs CUDA, the bf16 loss, and ∂loss/∂(captured maps) on the
-    fastest device."""
-    model, x, y = tiny_model(attention, pos)
-    loss = model(x, y)[1]
-    loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    text = f"cpu loss {loss.item():.5f}"
-    device = "cuda" if cuda else "cpu"
-    if cuda:
-        model_c, xc, yc = tiny_model(attention, pos, "cuda")
-        loss_c = model_c(xc, yc)[1]
-        loss_c.backward()
-        dg = max(
-            (g.cpu() - p.grad.cpu()).abs().max().item() for g, p in zip(grads, model_c.parameters())
-        )
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss_bf16 = model_c(xc, yc)[1].float()
-        text += (
-            f" | cuda fp32 |Δloss| {abs(loss_c.item() - loss.item()):.1e}, max |Δgrad| {dg:.1e} | "
-            f"bf16 |Δloss| {abs(loss_bf16.item() - loss.item()):.1e}"
-        )
-    model, x, y = tiny_model(attention, pos, device)
-    _, loss, maps = model.attention_maps(x, {0: [0], 1: [1]}, y)
-    g = torch.autograd.grad(loss, [maps[0], maps[1]])
-    ok = all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in g) and all(
-        p.grad is None for p in model.parameters()
-    )
-    return text + f" | maps {tuple(maps[0].shape)} on {device}: ∂loss/∂A {'ok' if ok else 'WRONG'}"
-
-
-def check_kernels(attention):
-    """Which SDPA backends run this attention type's forward + backward; none when it calls no SDPA
-    at all (DAPE V2 needs the T×T scores: the explicit path only)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    model, x, y = tiny_model(attention, ATTENTIONS[attention].default_pos, "cuda", T=256)
-    if not sdpa_calls(model, x, y):
-        return "no SDPA: it materialises the T×T scores (explicit path only)"
-    works = []
-    for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
-        if not hasattr(SDPBackend, name):
+    for attention, run in runs.items():
+        config = model_config(run, n_vocab)
+        gb = step_memory(config, run.batch_size, dtype) / 2**30
+        row = dict(attention=attention, pos=config.pos, peak_mem_gb=gb, preset=preset)
+        row.update(batch_size=run.batch_size, block_size=run.block_size, dtype=dtype)
+        row.update(activation_checkpointing=config.activation_checkpointing, compiled=False)
+        if cfg.json:
+            print(json.dumps(row))
             continue
-        try:
-            with (
-                sdpa_kernel([getattr(SDPBackend, name)]),
-                torch.autocast("cuda", dtype=torch.bfloat16),
-            ):
-                model(x, y)[1].backward()
-            works.append(name.lower())
-        except RuntimeError:
-            pass
-    return "runs on: " + (", ".join(works) or "none") + " (the first is what PyTorch picks)"
-
-
-def sdpa_calls(model, x, y):
-    """How many times a forward calls F.scaled_dot_product_attention."""
-    real = F.scaled_dot_product_attention
-    calls = []
-    F.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or real(*a, **k)
-    try:
-        with torch.no_grad():
-            model(x, y)
-    finally:
-        F.scaled_dot_product_attention = real
-    return len(calls)
-
-
-def check_graph_breaks(attention):
-    model, x, y = tiny_model(attention, "auto", "cuda" if torch.cuda.is_available() else "cpu")
-    explained = torch._dynamo.explain(model)(x, y)
-    reasons = sorted({str(b.reason).splitlines()[0][:80] for b in explained.break_reasons})
-    torch._dynamo.reset()
-    return f"{explained.graph_count} graph(s), {explained.graph_break_count} break(s)" + (
-        ": " + "; ".join(reasons) if reasons else ""
-    )
+        recompute = "activation checkpointing" if config.activation_checkpointing else ""
+        print(f"{attention:<10} {config.pos:<7} {gb:>7.1f} GB  {recompute}".rstrip())
 
 
 if __name__ == "__main__":

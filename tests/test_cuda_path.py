@@ -1,5 +1,6 @@
 """The CUDA path, as far as a CPU can check it: torch.compile + bf16 on every attention type, the
-dtype rule, DDP ranks building only their slice of the batch, bench.py's JSON and the GPU check;
+dtype rule, DDP ranks building only their slice of the batch, bench.py's JSON and the GPU check's
+cases and compile counts (its verdict: test_check.py);
 CUDA-only tests skip without it."""
 
 import json
@@ -9,6 +10,7 @@ import torch
 from helpers import tiny
 
 import bench
+import check
 from attention import ATTENTIONS
 from data import get_batch
 from model import GPT
@@ -103,26 +105,31 @@ def test_bench_json_has_one_object_per_attention_type(capsys):
     assert rows[0]["vs_standard"] == 1.0
 
 
-def test_gpu_check_runs_on_cpu_and_skips_the_cuda_parts(capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the check runs for real (python bench.py --mode=check)")
-    bench.gpu_check()
-    out = capsys.readouterr().out
-    pairs = [(a, p) for a, kind in ATTENTIONS.items() for p in kind.positions]  # the declared ones
-    assert out.count("∂loss/∂A ok") == len(bench.attention_position_pairs()) == len(pairs)
-    assert bench.attention_position_pairs() == pairs
-    # the kernels of each attention type, and the GPU runs of part 4
-    assert out.count("skipped (no CUDA)") == len(ATTENTIONS) + 1 and "WRONG" not in out
-    assert out.count("0 break(s)") == len(ATTENTIONS)  # no graph break under compile for any type
+def test_gpu_check_covers_every_attention_and_position_and_the_paths_they_leave_out():
+    """The check's parity cases: each class's declared positions, then DAPE's query chunks and
+    full grid, activation checkpointing and diff's wide V; every compiled case is one of them."""
+    labels = [label for label, *_ in check.parity_cases()]
+    pairs = [f"{a}/{p}" for a, kind in ATTENTIONS.items() for p in kind.positions]
+    assert labels[: len(pairs)] == pairs
+    assert {"dape/kerple q_chunk 16", "standard/rope checkpointed", "diff/rope wide V"} <= set(
+        labels
+    )
+    assert set(check.COMPILED) <= set(labels)
+
+
+def test_gpu_check_counts_no_graph_break_or_recompile_on_cpu():
+    """The check's compile part on the CPU (dynamo alone): every line passes or is skipped."""
+    statuses = [check.judge(m)[0] for m in check.compiling(False)]
+    assert statuses == ["ok", "ok", "skipped"] * len(ATTENTIONS)
 
 
 @cuda_only
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_cuda_matches_cpu(attention):
-    model, x, y = bench.tiny_model(attention, "auto")
-    loss = model(x, y)[1]
-    model_c, xc, yc = bench.tiny_model(attention, "auto", "cuda")
-    assert model_c(xc, yc)[1].item() == pytest.approx(loss.item(), rel=1e-4)
+    x, y = check.batches()[0]
+    loss = check.tiny_model(attention, "auto")(x, y)[1]
+    loss_c = check.tiny_model(attention, "auto", "cuda")(x.cuda(), y.cuda())[1]
+    assert loss_c.item() == pytest.approx(loss.item(), rel=1e-4)
 
 
 def test_counted_flops_match_the_hand_count():
