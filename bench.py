@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from attention import ATTENTIONS
-from data import get_tokenizer
+from data import N_VOCAB
 from model import GPT, GPTConfig, model_config, peak_flops
 from plumbing import check_choice, check_ranges, cli, parse_flags, setup_device
 from train import PRESETS, Config
@@ -211,7 +211,7 @@ def main(argv):
         for a in attentions
     }  # before anything is printed
     run = runs["standard"]
-    n_vocab = get_tokenizer(run.tokenizer).n_vocab
+    n_vocab = N_VOCAB[run.tokenizer]  # random tokens: no tokenizer to load (offline)
     if cfg.mode == "memory":
         return memory_table(cfg, preset, runs, n_vocab)
     if cfg.mode == "infer":

@@ -45,6 +45,8 @@ import torch
 from plumbing import DataError
 
 TOKENIZERS = ("gpt2", "bytes")
+# the ids each tokenizer makes: all a benchmark on random tokens needs (no ranks to load offline)
+N_VOCAB = dict(gpt2=50257, bytes=257)
 DATASETS = "stdlib, text:PATH, shakespeare, fineweb[:N], mqar[:pairs=N,keys=K]"
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
 SHAKESPEARE_URL = (
@@ -84,7 +86,7 @@ class Tokenizer:
 
 def get_tokenizer(name: str) -> Tokenizer:
     if name == "bytes":
-        return Tokenizer("bytes", 257, 256)
+        return Tokenizer("bytes", N_VOCAB["bytes"], 256)
     if name != "gpt2":
         raise DataError(f"--tokenizer={name} is not one of {', '.join(TOKENIZERS)}")
     try:

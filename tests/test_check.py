@@ -3,6 +3,7 @@ counted, repeated above the last line and turned into exit code 1; a skipped lin
 skipped; NaN or missing values never pass. Then the pieces that run on the CPU: the SDPA backend
 read from the profiler, and bench.py --mode=memory's estimate against a measured CPU peak."""
 
+import json
 import math
 
 import pytest
@@ -157,3 +158,17 @@ def test_memory_estimate_is_within_10_percent_of_the_measured_cpu_peak(attention
     config = GPTConfig(**{**vars(config), "pos": "auto"})
     estimate = bench.step_memory(config, 8, "bfloat16")
     assert estimate == pytest.approx(profiled_peak(config, 8), rel=0.10)
+
+
+def test_bench_needs_no_tokenizer_ranks_offline(monkeypatch, capsys):
+    """The check runs offline: bench.py's modes draw random tokens, so they read the vocabulary size
+    (data.N_VOCAB) and never load tiktoken's ranks, even for a GPT-2-token preset."""
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError(f"no network to fetch {name}")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    bench.main(["--mode=memory", "--preset=small", "--attentions=standard", "--json"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["attention"] == "standard" and row["peak_mem_gb"] > 0

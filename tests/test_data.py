@@ -520,3 +520,9 @@ def test_get_batch_is_the_loop_of_slices_as_one_gather():
         for g, w in zip(got, want):
             assert g.dtype == torch.int64 and g.is_contiguous() and torch.equal(g, w)
         assert torch.equal(gen_a.get_state(), gen_b.get_state())
+
+
+@pytest.mark.parametrize("name", data.TOKENIZERS)
+def test_n_vocab_is_each_tokenizers_own(name):
+    """data.N_VOCAB (what bench.py reads, no ranks to load) is each tokenizer's n_vocab."""
+    assert data.N_VOCAB[name] == data.get_tokenizer(name).n_vocab
