@@ -146,7 +146,7 @@ def infer_once(run, n_vocab, T, q_chunk, device, dtype):
     )
     t0 = time.perf_counter()
     with torch.no_grad(), autocast:
-        model.lm_head(model.features(x)[:, -256:])
+        model.logits(model.features(x)[:, -256:])
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from data import get_tokenizer, load_split, prepare
 from eval import eval_loss
+from gpt2 import load_checkpoint
 from model import GPT, model_config, shape_keys
 from plots import plot_results
 from plumbing import (
@@ -109,7 +110,8 @@ def continual(cfg, overrides, saved=None):
         )
     keep = lambda row, saved: row["task"] < saved["task"]  # a cut task is redone
     shape = shape_keys(cfg) + ["tokenizer"]
-    with RunFolder(cfg, overrides, saved, shape, keep) as (cfg, saved, source):
+    folder = RunFolder(cfg, overrides, saved, shape, keep, load=load_checkpoint)  # or GPT-2's
+    with folder as (cfg, saved, source):
         run = ContinualRun(cfg, saved, source)
         del saved, source  # the model holds them now
         for t in range(run.state["task"], len(run.names)):
@@ -412,7 +414,8 @@ class ContinualRun:
         """Val loss on the base's pretraining corpus (GENERAL_TOKENS of it): general ability."""
         self.model.eval()
         cfg = self.cfg
-        args = (self.general, cfg.block_size, 16, GENERAL_TOKENS, self.device, self.autocast)
+        batch = min(16, max(1, 4096 // cfg.block_size))  # GPT-2's 1024: 4, its logits 0.8 GB
+        args = (self.general, cfg.block_size, batch, GENERAL_TOKENS, self.device, self.autocast)
         loss = eval_loss(self.model, *args)[0]
         self.model.train()
         return loss

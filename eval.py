@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import compare
 import data
+import gpt2
 from attention import ATTENTIONS
 from model import GPT, GPTConfig
 from plots import map_title, plot_extrapolation, plot_maps, plot_recall
@@ -37,7 +38,6 @@ from plumbing import (
     check_declared,
     checkpoint_path,
     cli,
-    load_checkpoint,
     parse_flags,
     setup_device,
     tokens_per_step,
@@ -46,7 +46,7 @@ from plumbing import (
 
 def load_model(path, device):
     """-> (GPT in eval mode on device, the run's training config as a dict)."""
-    ckpt = load_checkpoint(path, device)
+    ckpt = gpt2.load_checkpoint(path, device)  # a run's checkpoint, or GPT-2's weights
     try:
         model = GPT(GPTConfig(**ckpt["model_config"]))
     except TypeError:  # a model_config with fields this GPTConfig does not know
@@ -65,14 +65,22 @@ def max_length(model):
 
 
 def checkpoint_name(path):
-    """A checkpoint by its run folder: `run` (run/ckpt.pt), `run_budget_100` (run/budget_100.pt)."""
+    """A checkpoint by its run folder: `run` (run/ckpt.pt), `run_budget_100` (run/budget_100.pt);
+    GPT-2's weights by their name (gpt2) or folder."""
     p = checkpoint_path(path)
+    if gpt2.is_gpt2(path):
+        return Path(path).parent.name if Path(path).name == "model.safetensors" else Path(path).stem
     return p.parent.name if p.name == "ckpt.pt" else f"{p.parent.name}_{p.stem}"
+
+
+def run_folder(path):
+    """Where a checkpoint's figures go by default: its folder; out/<name> for a hub name."""
+    return Path("out") / path if path in gpt2.NAMES else checkpoint_path(path).parent
 
 
 def out_folder(cfg):
     """--out, or the first checkpoint's run folder; made."""
-    out = Path(cfg.out) if cfg.out else checkpoint_path(cfg.ckpt[0]).parent
+    out = Path(cfg.out) if cfg.out else run_folder(cfg.ckpt[0])
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -173,7 +181,7 @@ def tail_loss(model, tokens, n, ends, tail, device, autocast):
     for end in ends:
         chunk = torch.from_numpy(tokens[end - n - 1 : end].astype(np.int64)).to(device)[None]
         with autocast:
-            logits = model.lm_head(model.features(chunk[:, :-1])[:, -tail:])  # (1, tail, vocab)
+            logits = model.logits(model.features(chunk[:, :-1])[:, -tail:])  # (1, tail, vocab)
         total += F.cross_entropy(logits[0].float(), chunk[0, -tail:], reduction="sum").item()
     return total / (len(ends) * tail)
 
@@ -282,7 +290,7 @@ def map_files(cfg, paths):
                 "pass a folder as --out"
             )
         return [Path(cfg.out)]
-    out = Path(cfg.out) if cfg.out else checkpoint_path(paths[0]).parent
+    out = Path(cfg.out) if cfg.out else run_folder(paths[0])
     files = []
     for path in paths:
         name = checkpoint_name(path)
@@ -292,11 +300,25 @@ def map_files(cfg, paths):
     return files
 
 
+def prompt_ids(prompt, tokenizer, seed):
+    """The prompt's ids; `repeat:N` is N random ids (seeded) twice over, where an induction head
+    attends from each token of the second copy to the one after its first occurrence: a diagonal
+    N keys left of the main one (Olsson et al. 2022)."""
+    if not prompt.startswith("repeat:"):
+        return tokenizer.encode(prompt)
+    n = prompt.removeprefix("repeat:")
+    if not n.isdigit() or int(n) < 1:
+        raise ConfigError(f"--prompt={prompt}: repeat: takes a count, e.g. --prompt=repeat:24")
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, tokenizer.n_vocab, (int(n),), generator=g).tolist()
+    return [i if i != tokenizer.eot else 0 for i in ids] * 2
+
+
 def map_job(cfg, path, prompt, device):
     """One checkpoint loaded, its prompt encoded and its (layer, head)s checked."""
     model, run = load_model(path, device)
     tokenizer = data.get_tokenizer(run["tokenizer"])
-    ids = tokenizer.encode(prompt)
+    ids = prompt_ids(prompt, tokenizer, cfg.seed)
     if len(ids) > MAX_MAP_TOKENS:
         raise ConfigError(
             f"--prompt is {len(ids)} tokens for {path} ({run['tokenizer']} tokenizer), and a map "
@@ -329,7 +351,7 @@ def recall_accuracy(model, task, length, batches, batch_size, seed, device, auto
         y = y.to(device)
         answers = y != -1
         with autocast:
-            logits = model.lm_head(model.features(x)[answers])  # (batch_size·pairs, vocab)
+            logits = model.logits(model.features(x)[answers])  # (batch_size·pairs, vocab)
         right += data.answer_accuracy(logits.float(), y[answers])
     return right.item() / batches  # each batch holds batch_size·pairs answers: the mean is exact
 
@@ -587,7 +609,9 @@ class EvalConfig:
     batch_size: int = 8
     batches: int = 4  # outliers: batches of windows; recall: of generated sequences per point
     # sample, maps
-    prompt: str = ""  # sample: default the end-of-text token; maps: a short line of code
+    # sample: default the end-of-text token; maps: a short line of code, or repeat:N (N random
+    # tokens twice: induction heads show as a diagonal N keys left of the main one)
+    prompt: str = ""
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_k: int = 200

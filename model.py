@@ -14,6 +14,8 @@ Design choices, up front:
 - Pre-norm blocks, x + attn(norm(x)), x + mlp(norm(x)); GELU MLP 4× wide; a final norm; LayerNorm or
   RMSNorm.
 - Tied embeddings: lm_head shares its weight with the token embedding (GPT-2). No biases by default.
+- GPT-2's own weights (gpt2.py) set options whose defaults change nothing: bias, pos=learned,
+  gelu=tanh (GPT-2's approximate GELU), n_vocab (GPT.logits masks the padding's logits).
 - Init N(0, 0.02); residual projections (every `c_proj`) N(0, 0.02/√(2·n_layer)) so the residual
   stream's variance does not grow with depth (GPT-2 paper, §2.3).
 - Attention (and the positions that live inside it: rope, alibi, kerple) comes from
@@ -39,7 +41,8 @@ from attention import ATTENTIONS, POSITIONS, make_attention
 from plumbing import ConfigError, check_choice, check_ranges
 
 NORMS = ("layernorm", "rmsnorm")
-CHOICES = dict(attention=ATTENTIONS, pos=("auto", *POSITIONS), norm=NORMS)  # checks and --help
+GELUS = ("none", "tanh")  # F.gelu's approximate=: tanh is GPT-2's (gpt2.py)
+CHOICES = dict(attention=ATTENTIONS, pos=("auto", *POSITIONS), norm=NORMS, gelu=GELUS)
 RANGES = dict(  # [ includes the end, ( excludes it
     vocab_size="[1, inf)",
     block_size="[2, inf)",
@@ -51,6 +54,7 @@ RANGES = dict(  # [ includes the end, ( excludes it
     dape_kernel="[1, inf)",
     dape_channels="[1, inf)",
     dape_q_chunk="[0, inf)",
+    n_vocab="[0, inf)",
 )
 
 
@@ -65,7 +69,11 @@ class GPTConfig:
     bias: bool = False
     attention: str = "standard"  # the attention type (attention.py: ATTENTIONS)
     pos: str = "auto"  # auto: the attention type's default_pos (rope; kerple for dape)
-    norm: str = "layernorm"
+    norm: str = "layernorm"  # LayerNorm's eps is 1e-5, GPT-2's
+    gelu: str = "none"  # F.gelu's approximate: none (exact erf) or tanh (GPT-2's weights)
+    # the tokenizer's ids, when logits past them (the padding) are never sampled or scored: GPT-2's
+    # weights (gpt2.py) set it, their padded rows were never trained; 0: no mask
+    n_vocab: int = 0
     rope_base: float = 10000.0
     dape_kernel: int = 3  # DAPE V2 conv kernel (1, k) along keys
     dape_channels: int = 32  # DAPE V2 hidden channels D
@@ -87,6 +95,12 @@ class GPTConfig:
             self.pos = kind.default_pos
         check_choice("pos", self.pos, CHOICES["pos"])
         check_choice("norm", self.norm, CHOICES["norm"])
+        check_choice("gelu", self.gelu, CHOICES["gelu"])
+        if self.n_vocab > self.vocab_size:
+            raise ConfigError(
+                f"n_vocab={self.n_vocab} is more than vocab_size={self.vocab_size}, the embedding "
+                "rows; the padding follows the tokenizer's ids"
+            )
         if self.pos not in kind.positions:
             raise ConfigError(
                 f"--attention={self.attention} takes --pos={positions_in_words(kind)}, "
@@ -125,9 +139,10 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.gelu = config.gelu
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu)))
 
 
 class Block(nn.Module):
@@ -204,7 +219,7 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx, targets=None):
-        logits = self.lm_head(self.features(idx))  # (B, T, vocab)
+        logits = self.logits(self.features(idx))  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
@@ -237,9 +252,24 @@ class GPT(nn.Module):
                 x = block(x, tables)
         return self.transformer.ln_f(x)
 
+    def logits(self, x):
+        """lm_head(x); with config.n_vocab, the padding's logits (ids n_vocab and up) at the
+        dtype's lowest finite value: softmax gives them exactly 0, so they are never sampled or
+        scored, and 0·log p stays 0 in SEEKR's distillation (-inf would make it nan)."""
+        logits = self.lm_head(x)
+        n = self.config.n_vocab
+        if n and n < logits.size(-1):  # in place: a linear's backward never reads its output
+            logits[..., n:] = torch.finfo(logits.dtype).min
+        return logits
+
     def load_weights(self, state, source):
         """load_state_dict, with a checkpoint whose weights do not fit this model (a hand-edited or
-        foreign file) as one ConfigError naming the source."""
+        foreign file) as one ConfigError naming the source. Learned positions longer than this
+        model's block_size are cropped to it (nanoGPT's crop_block_size: GPT-2's 1024 to a
+        smaller --block_size)."""
+        wpe = state.get("transformer.wpe.weight")
+        if wpe is not None and "wpe" in self.transformer and len(wpe) > self.config.block_size:
+            state = {**state, "transformer.wpe.weight": wpe[: self.config.block_size]}
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as e:
@@ -350,6 +380,11 @@ def model_config(run, n_vocab):
     (faster matmuls; GPT-2: 50257 -> 50304), whatever vocab_size the run holds."""
     values = run if isinstance(run, dict) else vars(run)
     vocab_size = (n_vocab + 63) // 64 * 64
+    if values.get("n_vocab", 0) not in (0, n_vocab):  # the mask would hide the tokenizer's ids
+        raise ConfigError(
+            f"--n_vocab={values['n_vocab']} is not the tokenizer's {n_vocab} ids; pass "
+            f"--n_vocab={n_vocab} (the padding's logits masked) or 0"
+        )
     return GPTConfig(vocab_size=vocab_size, **{k: values[k] for k in model_keys(run)})
 
 

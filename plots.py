@@ -377,14 +377,17 @@ def token_label(text):
 def map_title(label, c, run, prompt, T):
     """The maps' title: what was run (c: its GPTConfig; attention, positions, shape, preset,
     data, tokens, seed) and the prompt."""
+    prompt_line = f"prompt ({T} tokens): {prompt!r}   grey: future keys (the causal mask)"
+    shape = f"{c.attention} attention, {c.pos} positions, {c.n_layer}x{c.n_embd}"
+    if run.get("mode") == "gpt2":  # GPT-2's weights as released (gpt2.py)
+        return f"{label}: GPT-2's weights ({run['weights']}), {shape}\n{prompt_line}"
     if run.get("mode") != "continual":
         trained = f"{run['max_iters'] * tokens_per_step(run) / 1e6:.2f}M tokens"
     else:
         trained = f"continual fine-tuning ({run['method']})"
     return (
-        f"{label}: {c.attention} attention, {c.pos} positions, {c.n_layer}x{c.n_embd}, "
-        f"{run['preset'] or 'custom'} preset, {run['dataset']} ({run['tokenizer']}), {trained}, "
-        f"seed {run['seed']}\nprompt ({T} tokens): {prompt!r}   grey: future keys (the causal mask)"
+        f"{label}: {shape}, {run['preset'] or 'custom'} preset, {run['dataset']} "
+        f"({run['tokenizer']}), {trained}, seed {run['seed']}\n{prompt_line}"
     )
 
 

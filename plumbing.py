@@ -458,10 +458,11 @@ class RunFolder:
     source and its shape_keys), then (lock=True; a DDP rank but 0 passes False) out_dir locked,
     config.json written, and the log.jsonl rows for which keep(row, saved) holds kept (default
     logged_before; a new run starts it empty). Leaving: the lock released. It keeps no reference
-    to what it hands over: the caller frees the checkpoints once the model holds them."""
+    to what it hands over: the caller frees the checkpoints once the model holds them. load reads
+    --init_from (gpt2.load_checkpoint: GPT-2's weights too)."""
 
-    def __init__(self, cfg, flags, saved, shape_keys, keep=None, lock=True):
-        self.opened = start_run(cfg, flags, saved, shape_keys)
+    def __init__(self, cfg, flags, saved, shape_keys, keep=None, lock=True, load=None):
+        self.opened = start_run(cfg, flags, saved, shape_keys, load or load_checkpoint)
         self.keep = keep or logged_before
         self.release = lambda: None
         self.lock = lock
@@ -509,10 +510,10 @@ def resumed_config(flags, base, config_cls):
     return base, saved
 
 
-def start_run(cfg, overrides, saved, shape_keys):
-    """The first half of RunFolder -> (cfg, saved, source): --resume's and --init_from's checks,
-    a fresh run's refusal of a folder holding a checkpoint. cfg is rebuilt with
-    dataclasses.replace, so its __post_init__ checks the result."""
+def start_run(cfg, overrides, saved, shape_keys, load=None):
+    """The first half of RunFolder -> (cfg, saved, source): --resume's and --init_from's checks
+    (load(init_from): its checkpoint), a fresh run's refusal of a folder holding a checkpoint. cfg
+    is rebuilt with dataclasses.replace, so its __post_init__ checks the result."""
     out = Path(cfg.out_dir)
     if saved is not None:
         adopted_shape(saved["config"], overrides, shape_keys, f"--resume: {out}/ckpt.pt")
@@ -520,15 +521,17 @@ def start_run(cfg, overrides, saved, shape_keys):
     refuse_a_checkpoint(out)
     if not cfg.init_from:
         return cfg, None, None
-    source = load_checkpoint(cfg.init_from)
-    shape = adopted_shape(source["config"], overrides, shape_keys, f"--init_from={cfg.init_from}")
+    source = (load or load_checkpoint)(cfg.init_from)
+    who = f"--init_from={cfg.init_from}"
+    shape = adopted_shape(source["config"], overrides, shape_keys, who, crop=True)
     return dataclasses.replace(cfg, **shape), None, source
 
 
-def adopted_shape(theirs, overrides, keys, who):
+def adopted_shape(theirs, overrides, keys, who, crop=False):
     """{key: the source's value} for the keys no flag sets; a flag that sets one to something else
     is refused, but for those that fix no weight: dropout, and block_size unless positions are
-    learned (a rope, alibi, kerple or nope model runs at any length). pos=auto means the source's;
+    learned (a rope, alibi, kerple or nope model runs at any length); with crop (--init_from), a
+    smaller block_size crops learned positions (GPT.load_weights). pos=auto means the source's;
     a key its config lacks (written before the field existed) keeps the field's default."""
     free = ("dropout",) if theirs.get("pos") == "learned" else ("dropout", "block_size")
     shape = {}
@@ -538,6 +541,8 @@ def adopted_shape(theirs, overrides, keys, who):
         given = overrides.get(key)
         if key not in overrides or (key == "pos" and given == "auto"):
             shape[key] = theirs[key]
+        elif key == "block_size" and crop and given < theirs[key]:
+            continue  # learned positions cropped to the run's block_size
         elif given != theirs[key] and key not in free:
             why = " (its learned positions fix it)" if key == "block_size" else ""
             raise ConfigError(

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import continual
+import gpt2
 import model
 import plumbing
 import schedules
@@ -102,9 +103,10 @@ def main(argv):
     if cfg.mode == "continual":  # fine-tune on a task sequence
         return continual.continual(cfg, flags, saved)
     proc = plumbing.setup_process(cfg)
-    with plumbing.RunFolder(
-        cfg, flags, saved, shape_keys(cfg) + ["tokenizer"], lock=proc.master
-    ) as (cfg, saved, source):
+    keys = shape_keys(cfg) + ["tokenizer"]
+    load = gpt2.load_checkpoint  # a run's checkpoint, or GPT-2's weights (--init_from=gpt2)
+    folder = plumbing.RunFolder(cfg, flags, saved, keys, lock=proc.master, load=load)
+    with folder as (cfg, saved, source):
         data = load_dataset(cfg.dataset, cfg.tokenizer, cfg.data_dir, cfg.block_size, proc.master)
         plumbing.join_process_group(proc)
         run = Run(cfg, proc, data, source, saved)
@@ -350,6 +352,8 @@ def build_config(argv):
         f"{PRESETS['cpu']['max_iters']} steps ~5 minutes on 2 cores); on a GPU this command "
         "trains the 'small' preset"
     )
+    if any(arg.startswith("--init_from=") for arg in argv):  # the model is the source's
+        notice = "no CUDA GPU found: the 'cpu' preset's batches and schedule, --init_from's model"
     return plumbing.build_config(argv, Config, CHOICES, PRESETS, "cpu", modes, notice)
 
 

@@ -15,13 +15,14 @@ ALLOWED = {
     "plots": {"plumbing"},
     "schedules": {"plots", "plumbing"},  # plots only in main(), to draw every schedule
     "model": {"attention", "plumbing"},
+    "gpt2": {"model", "plumbing"},  # GPT-2's weights into the model
     "data": {"plumbing"},
     "tasks": {"data", "plumbing"},
     "seekr": {"attention", "model", "tasks", "plumbing"},
     "compare": {"attention", "model", "schedules", "plots", "plumbing"},
-    "eval": {"attention", "model", "data", "compare", "plots", "plumbing"},
-    "continual": {"seekr", "model", "data", "tasks", "eval", "plots", "plumbing"},
-    "train": {"continual", "model", "data", "schedules", "plots", "plumbing"},
+    "eval": {"attention", "model", "gpt2", "data", "compare", "plots", "plumbing"},
+    "continual": {"seekr", "model", "data", "tasks", "eval", "gpt2", "plots", "plumbing"},
+    "train": {"continual", "model", "gpt2", "data", "schedules", "plots", "plumbing"},
     "bench": {"check", "train", "model", "data", "attention", "plumbing"},  # check: its mode
     "check": {"model", "data", "attention", "plumbing"},  # runs bench and train as subprocesses
 }
@@ -91,16 +92,17 @@ def test_the_import_graph_is_the_documented_one():
         "bench": ["attention", "check", "data", "model", "plumbing", "train"],
         "check": ["attention", "model"],
         "compare": ["attention", "model", "plots", "plumbing", "schedules"],
-        "continual": ["data", "eval", "model", "plots", "plumbing", "seekr", "tasks"],
+        "continual": ["data", "eval", "gpt2", "model", "plots", "plumbing", "seekr", "tasks"],
         "data": ["plumbing"],
-        "eval": ["attention", "compare", "data", "model", "plots", "plumbing"],
+        "eval": ["attention", "compare", "data", "gpt2", "model", "plots", "plumbing"],
+        "gpt2": ["model", "plumbing"],
         "model": ["attention", "plumbing"],
         "plots": ["plumbing"],
         "plumbing": [],
         "schedules": ["plots", "plumbing"],
         "seekr": ["attention", "plumbing", "tasks"],
         "tasks": ["plumbing"],
-        "train": ["continual", "data", "model", "plots", "plumbing", "schedules"],
+        "train": ["continual", "data", "gpt2", "model", "plots", "plumbing", "schedules"],
     }
 
 
