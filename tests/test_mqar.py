@@ -128,14 +128,14 @@ def test_loss_is_the_cross_entropy_of_the_answers_alone():
 class Scripted(nn.Module):
     """A model that answers by rule, not by weights: at each position, `pick(context keys, values,
     token)` -> the id it puts all its logit on. It has GPT's two doors that recall_accuracy uses,
-    features and lm_head."""
+    features and logits."""
 
     def __init__(self, pairs, vocab, pick):
         super().__init__()
         self.pairs = pairs
         self.vocab = vocab
         self.pick = pick
-        self.lm_head = nn.Identity()
+        self.logits = nn.Identity()
 
     def features(self, idx):
         out = torch.zeros(*idx.shape, self.vocab)
