@@ -235,8 +235,9 @@ def main(argv):
             f"{'attention':<10} {'pos':<7} {'params':>8} {'GFLOP/tok':>9} {'ms/step':>9} "
             f"{'tokens/s':>10} {'MFU':>6} {'peak mem':>9} {'time vs standard':>17}"
         )
-    rows = time_types(cfg, runs, n_vocab, device, autocast, peak)
-    for r in rows.values():
+    rows = {}
+    for r in time_types(cfg, runs, n_vocab, device, autocast, peak):  # standard's row first
+        rows[r["attention"]] = r
         r.update(
             vs_standard=r["ms_per_step"] / rows["standard"]["ms_per_step"],
             device=device,
@@ -246,7 +247,7 @@ def main(argv):
             block_size=run.block_size,
         )
         if cfg.json:
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)  # each row as it comes: the check reads them
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
         mem_gb = f"{r['peak_mem_gb']:.2f} GB" if r["peak_mem_gb"] else "-"
@@ -258,13 +259,11 @@ def main(argv):
 
 
 def time_types(cfg, runs, n_vocab, device, autocast, peak):
-    """{attention: its row} with the median step time over cfg.rounds; each round builds and times
-    every type in turn, so a machine whose speed drifts slows all of them alike. A type's row is
-    rewritten each round, from the median of its rounds so far: after the last round, the median
-    of all."""
+    """Each type's row, with the median step time over cfg.rounds, yielded as soon as its last
+    round is timed (a caller that stops waiting keeps the rows so far); each round builds and times
+    every type in turn, so a machine whose speed drifts slows all of them alike."""
     seconds = {a: [] for a in runs}
-    rows = {}
-    for _ in range(cfg.rounds):
+    for round in range(cfg.rounds):
         for attention, run in runs.items():
             torch.manual_seed(0)
             model = GPT(model_config(run, n_vocab)).to(device)
@@ -274,7 +273,7 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
             seconds[attention].append(s)
             median = statistics.median(seconds[attention])
             tokens_per_sec = run.batch_size * run.block_size / median
-            rows[attention] = dict(
+            row = dict(
                 attention=attention,
                 pos=model.config.pos,
                 params=model.num_params(),
@@ -285,7 +284,8 @@ def time_types(cfg, runs, n_vocab, device, autocast, peak):
                 peak_mem_gb=mem / 2**30 if mem else None,
             )
             del model
-    return rows
+            if round == cfg.rounds - 1:
+                yield row
 
 
 # ------------------------------------------------------------------------------------------------

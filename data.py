@@ -153,6 +153,15 @@ class TokenSplit:
         return get_batch(self.tokens, batch_size, block_size, generator, rows, self.n_vocab)
 
 
+def check_dataset(dataset, tokenizer, data_dir, block_size):
+    """A run's --dataset, checked before anything is prepared (DataError): MQAR's pairs fit a
+    block and its ids the vocabulary; a corpus is a known name (fineweb needs gpt2)."""
+    if task := mqar_task(dataset):
+        task.check(block_size, get_tokenizer(tokenizer).n_vocab)
+    else:
+        corpus_folder(dataset, tokenizer, data_dir)
+
+
 def load_dataset(dataset, tokenizer, data_dir, block_size, master=True) -> Dataset:
     """--dataset, --tokenizer -> Dataset. A corpus is prepared once (the master prepares, the other
     DDP ranks wait for its files) and both splits must hold a block; mqar is generated batch by

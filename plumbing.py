@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 class ConfigError(ValueError):
@@ -379,6 +380,23 @@ def leave_process_group(proc, run):
         run.ddp = None
         gc.collect()
         dist.destroy_process_group()
+
+
+def wrap_model(model, proc):
+    """-> (the model the loop calls, the DDP module or None): under torchrun DDP, then
+    torch.compile of it (PyTorch's DDP + compile advice: the gradient all-reduce overlaps the
+    backward pass); compile alone on one GPU; the model itself on CPU."""
+    ddp = None
+    if proc.ddp:
+        local = [torch.device(proc.device).index] if proc.device.startswith("cuda") else None
+        model = ddp = DDP(model, device_ids=local)
+        if torch.__version__ < "2.6":  # its graph splitter takes no checkpointed region before 2.6
+            from torch import _dynamo  # (pytorch#104674): one graph for DDP then, no overlap
+
+            _dynamo.config.optimize_ddp = False
+    if proc.compile:
+        model = torch.compile(model)
+    return model, ddp
 
 
 def join_process_group(proc):

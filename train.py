@@ -15,22 +15,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import continual
 import gpt2
 import model
 import plumbing
 import schedules
-from data import (
-    TOKENIZERS,
-    answer_accuracy,
-    bits_per_byte,
-    corpus_folder,
-    get_tokenizer,
-    load_dataset,
-    mqar_task,
-)
+from data import TOKENIZERS, answer_accuracy, bits_per_byte, check_dataset, load_dataset
 from model import GPT, GPTConfig, model_config, peak_flops, shape_keys
 from plots import plot_losses
 
@@ -68,10 +59,8 @@ class Config(GPTConfig, schedules.ScheduleConfig, continual.ContinualConfig, plu
         GPTConfig.__post_init__(self)  # it resolves pos=auto
         if self.mode == "continual":
             continual.check_continual(self)
-        elif task := mqar_task(self.dataset):  # the pairs fit a block, the ids the vocabulary
-            task.check(self.block_size, get_tokenizer(self.tokenizer).n_vocab)
-        else:  # an unknown name, fineweb without gpt2
-            corpus_folder(self.dataset, self.tokenizer, self.data_dir)
+        else:  # mqar's pairs fit a block; a corpus name is known
+            check_dataset(self.dataset, self.tokenizer, self.data_dir, self.block_size)
 
 
 PRESETS = {  # grouped: the model, the batches and steps, evaluation and logging
@@ -135,12 +124,8 @@ class Run:
         self.tokens = saved["tokens"] if saved else 0
         if saved is not None:
             self.restore(saved)
-        self.ddp = None  # the DDP module, whose require_backward_grad_sync the loop sets
-        if proc.ddp:  # DDP, then compile (PyTorch's advice): the all-reduce overlaps the backward
-            local = [torch.device(proc.device).index] if proc.device.startswith("cuda") else None
-            self.model = self.ddp = DDP(self.raw, device_ids=local)
-        if proc.compile:
-            self.model = torch.compile(self.model)
+        # DDP, then compile; self.ddp: the DDP module (the loop sets its require_backward_grad_sync)
+        self.model, self.ddp = plumbing.wrap_model(self.raw, proc)
         self.scaler = torch.amp.GradScaler(enabled=proc.dtype == "float16")
 
     def snapshot(self):
@@ -347,13 +332,13 @@ def build_config(argv):
     modes = {"continual": continual.CONTINUAL_DEFAULTS}  # the shape comes from --init_from
     if torch.cuda.is_available():  # with other flags too: `--max_iters=100` on a laptop
         return plumbing.build_config(argv, Config, CHOICES, PRESETS, "small", modes)
-    notice = (
-        f"no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, its "
+    notice = (  # with --init_from the model is the source's
+        "no CUDA GPU found: the 'cpu' preset's batches and schedule, --init_from's model"
+        if any(arg.startswith("--init_from=") for arg in argv)
+        else f"no CUDA GPU found: training the 'cpu' preset (4 layers x 128, byte tokens, its "
         f"{PRESETS['cpu']['max_iters']} steps ~5 minutes on 2 cores); on a GPU this command "
         "trains the 'small' preset"
     )
-    if any(arg.startswith("--init_from=") for arg in argv):  # the model is the source's
-        notice = "no CUDA GPU found: the 'cpu' preset's batches and schedule, --init_from's model"
     return plumbing.build_config(argv, Config, CHOICES, PRESETS, "cpu", modes, notice)
 
 

@@ -89,6 +89,20 @@ def test_run_check_passes_when_everything_is_ok_or_skipped(monkeypatch, capsys):
     assert "FAIL" not in out
 
 
+def test_a_spent_budget_fails_the_parts_not_run_and_no_subprocess_starts(monkeypatch, capsys):
+    """The verdict always comes: past BUDGET_SECONDS a part is one FAIL line ("not run") and
+    run_script starts nothing."""
+    fake_parts(monkeypatch, [check.measured("good", ("v", 0, "==", 0))])
+    monkeypatch.setattr(check, "BUDGET_SECONDS", -1)
+    monkeypatch.setattr(check, "DEADLINE", [math.inf])  # run_check sets it: undone after the test
+    assert check.run_check(cuda=False, parts=["parity", "train"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "check: 0 passed, 2 failed, 0 skipped (no CUDA)"
+    assert any(line.startswith("FAIL  train: not run") for line in lines)
+    rc, out, why = check.run_script(["train.py", "--help"], 60)
+    assert rc is None and "not run" in why
+
+
 def test_bench_mode_check_exits_1_when_the_check_fails(monkeypatch):
     monkeypatch.setattr(check, "run_check", lambda: 1)
     with pytest.raises(SystemExit) as e:
