@@ -13,7 +13,7 @@ One task i (M_{i-1} the model before it, M_i after), each phase a method of Cont
   before_task     draw R_i's query rows, record every head's map A^{M_{i-1}} on it (no grad)
   train_task      optimizer steps of grad_accum new-task micro-batches (answer LM loss); after every
                   replay_cycle of them a replay micro-batch joins the step, with loss
-                  (1 - α)·LM + α·LD + β·AD   (α = 0.5, β = 1000 as in the official code)
+                  (1 - α)·LM + α·LD + β·AD   (α = 0.5 as in the official code; β = 100, see below)
   after_task      on M_i: stored logits z_i; SEEKR: I += S ⊙ F, the budgeted selection, and the
                   chosen heads' maps (query rows only) kept with the buffer, frozen
   evaluate_tasks  R[i][j] on every task j, then the checkpoint (never of nan weights: a nan loss
@@ -59,6 +59,7 @@ from plumbing import (
 from seekr import (
     all_maps,
     balance_readout,
+    balancing_flag,
     dominant_part,
     logit_distill,
     map_heads,
@@ -427,8 +428,8 @@ class ContinualRun:
 
     def replay_cycle(self, t, n_pool):
         """New-task micro-batches per replay micro-batch on task t with n_pool buffered records (0:
-        none). By default task batches // replay batches: the buffer seen about once per pass over
-        the task, as the official code's replay_cycle."""
+        none): --replay_cycle (default 6); with 0, task batches // replay batches, the buffer seen
+        about once per pass over the task, as the official code's replay_cycle."""
         cfg = self.cfg
         if not n_pool or not self.method.replay_steps:
             return 0
@@ -463,12 +464,13 @@ class ContinualRun:
                 for k in words
                 if k != part and "grad_" + k in row
             )
+            flag = balancing_flag(part, row, self.cfg.alpha, self.cfg.beta)
             print(
                 f"warning: task {t + 1} step {step}: the replay gradient is almost all "
                 f"{words[part]} "
                 f"({row['grad_' + part]:.3g} against {others}; "
                 f"{100 * row['share_' + part]:.0f}% of the update); "
-                f"to balance it, scale --{'beta' if part == 'ad' else 'alpha'}"
+                f"to balance it, pass {flag}"
             )
         return part is not None
 
@@ -496,7 +498,11 @@ class ContinualRun:
 
 
 GENERAL_TOKENS = 65536  # pretraining-corpus val tokens behind general_before / general_after
-CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=3e-4, log_interval=25)
+# the defaults at this project's scale (docs/seekr.md, "Defaults"): lr 1e-3, a replay micro-batch
+# after every 6 new-task ones, β = 100; the official code's values are --lr=3e-4 --replay_cycle=0
+# --beta=1000 (OFFICIAL), with which two of the builtin tasks are barely learned in 200 steps
+CONTINUAL_DEFAULTS = dict(out_dir="out/continual", batch_size=16, lr=1e-3, log_interval=25)
+OFFICIAL = "--lr=3e-4 --replay_cycle=0 --beta=1000"
 
 
 @dataclass
@@ -510,9 +516,11 @@ class ContinualConfig:
     iters_per_task: int = 200
     method: str = "seekr"  # the continual-learning method
     replay: float = 0.01  # fraction of each finished task's train set kept (at least one record)
-    replay_cycle: int = 0  # new-task micro-batches per replay one; 0 = task // replay batches
+    # new-task micro-batches per replay one (6: each 1% buffer record drawn >= 5 times a task);
+    # 0 = task batches // buffer batches, the official code's
+    replay_cycle: int = 6
     alpha: float = 0.5  # logit-distillation weight: (1 - alpha)·LM + alpha·LD (distilling methods)
-    beta: float = 1000.0  # attention-distillation weight (seekr)
+    beta: float = 100.0  # attention-distillation weight (seekr; the official code's: 1000)
     seekr_layer_budget: int = 0  # layers kept by SEEKR's selection; 0 = 75% of layers
     seekr_head_budget: int = 0  # heads kept, inside those layers; 0 = 12.5% of all heads
     seekr_query_budget: int = 0  # random query rows distilled per record; 0 = all

@@ -11,7 +11,7 @@ selection   score_heads       task sensitivity S = mean (∂LM/∂A)², normalis
                               forgettability F = mean (A^{M_{i-1}} − A^{M_i})²
             select_heads      the top layer_budget layers by Σ_h I, then the top head_budget heads
 readout     part_gradients, balance_readout   each replay term's share of the update
-                                              (--balance_interval)
+            balancing_flag                    (--balance_interval) and the flag that evens it
 helpers     selection_budgets, map_heads, pad_tail, signed_maps, record_batch: what the model's
             shape and attention type declare, and records as a padded batch
 
@@ -203,6 +203,21 @@ def dominant_part(row, factor=20.0):
         if len(norms) > 1 and all(norm > factor * other for k, other in norms.items() if k != name):
             return name
     return None
+
+
+def balancing_flag(part, row, alpha, beta):
+    """The flag and value that bring the dominant part's gradient to the others' size. β·AD: β
+    times (the largest other part's norm / AD's). (1 − α)·LM or α·LD: the α at which
+    α·|∇LD| = (1 − α)·|∇LM|, from the unweighted norms |∇LD| = grad_ld / α and
+    |∇LM| = grad_lm / (1 − α)."""
+    if part == "ad":
+        others = [v for k, v in row.items() if k in ("grad_lm", "grad_ld")]
+        return f"--beta={beta * max(others) / row['grad_ad']:.3g}"
+    if not 0 < alpha < 1 or "grad_ld" not in row:
+        return "--alpha=0.5"  # one of the two terms is off: give both a weight
+    lm = row["grad_lm"] / (1 - alpha)
+    ld = row["grad_ld"] / alpha
+    return f"--alpha={lm / (lm + ld):.3g}"
 
 
 # --------------------------------------------------------------------------------------------------

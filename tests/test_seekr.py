@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -738,7 +739,7 @@ def test_the_balance_readout_matches_gradients_by_hand():
     assert 0 < row["share_lm"] + row["share_ld"] < 1  # the new-task micro-batch holds the rest
 
 
-def test_a_dominant_replay_part_is_named():
+def test_a_dominant_replay_part_is_named(capsys):
     assert (
         seekr.dominant_part({"grad_norm": 5.0, "grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 45.0})
         == "ad"
@@ -751,3 +752,64 @@ def test_a_dominant_replay_part_is_named():
     run = bare_run("der", grad_accum=1, replay_cycle=1)
     row = {"grad_lm": 1.0, "grad_ld": 50.0, "share_ld": 0.9}
     assert run.warn_balance(0, 3, row)
+    # α = 0.5: unweighted |∇LM| = 1 / 0.5 = 2, |∇LD| = 50 / 0.5 = 100; α·100 = (1 − α)·2 at 2 / 102
+    assert "to balance it, pass --alpha=0.0196" in capsys.readouterr().out
+
+
+def test_the_balancing_flag_evens_the_dominant_part_by_hand():
+    """β·AD at 80 against LM 1, LD 2 with β = 100: β·2/80 = 2.5 brings it to LD's size; α·LD at 50
+    against (1 − α)·LM at 1, α = 0.5: the α at which both are equal, 2/102."""
+    row = {"grad_lm": 1.0, "grad_ld": 2.0, "grad_ad": 80.0}
+    assert seekr.balancing_flag("ad", row, alpha=0.5, beta=100.0) == "--beta=2.5"
+    row = {"grad_lm": 1.0, "grad_ld": 50.0}
+    flag = seekr.balancing_flag("ld", row, alpha=0.5, beta=100.0)
+    alpha = float(flag.removeprefix("--alpha="))
+    assert flag == "--alpha=0.0196"
+    assert alpha * 50.0 / 0.5 == pytest.approx((1 - alpha) * 1.0 / 0.5, rel=1e-2)  # balanced
+
+
+def test_the_default_replay_cycle_draws_every_buffered_record_five_times_a_task():
+    """The defaults (docs/seekr.md, "Defaults"): 200 steps of 16 records a task, 1% of each task's
+    2,000 train records kept, a replay micro-batch after every 6 new-task ones: on the sixth task
+    200 // 6 = 33 replay micro-batches draw 528 records from the 100 buffered, 5.28 draws each.
+    The official rule (--replay_cycle=0): 125 task batches // 7 buffer batches = 17, 176 draws,
+    1.76 each."""
+    cfg = continual.ContinualConfig()
+    batch = continual.CONTINUAL_DEFAULTS["batch_size"]
+    run = object.__new__(continual.ContinualRun)
+    run.cfg = SimpleNamespace(batch_size=batch, replay_cycle=cfg.replay_cycle, method="seekr")
+    run.train_sets = [[{}] * 2000] * 6
+    pool = 5 * max(1, round(cfg.replay * 2000))
+    draws = cfg.iters_per_task // run.replay_cycle(5, pool) * batch
+    assert (pool, run.replay_cycle(5, pool), draws) == (100, 6, 528)
+    assert draws / pool >= 5
+    run.cfg.replay_cycle = 0
+    assert cfg.iters_per_task // run.replay_cycle(5, pool) * batch == 176
+
+
+def test_a_continual_run_with_only_init_from_and_method_reaches_its_end(tmp_path):
+    """The defaults alone (lr, replay cycle, β, 200 steps a task, the six builtin tasks) run to
+    results.json from a tiny base whose block holds the builtin records."""
+    base = tmp_path / "base"
+    train.main(
+        [
+            "--preset=tiny",
+            "--block_size=128",
+            f"--data_dir={tmp_path / 'data'}",
+            f"--out_dir={base}",
+            "--max_iters=10",
+            "--sample_tokens=0",
+            "--device=cpu",
+        ]
+    )
+    args = ["--mode=continual", f"--init_from={base}", "--method=seekr"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-500:]
+    results = json.loads((tmp_path / "out" / "continual" / "results.json").read_text())
+    assert len(results["R"]) == 6 and all(len(row) == 6 for row in results["R"])
