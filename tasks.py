@@ -429,28 +429,33 @@ USAGE = "usage: python tasks.py --write_tasks=DIR [--seed=N]"
 
 
 def main(argv):
-    """python tasks.py --write_tasks=DIR [--seed=N]: the builtin tasks as a TRACE folder, one
-    printed line per task."""
+    """python tasks.py --write_tasks=DIR [--seed=N]: the builtin tasks as a TRACE folder."""
+    write_suite(argv, builtin_tasks, "write_tasks", USAGE, "builtin")
+
+
+def write_suite(argv, make, flag, usage, what):
+    """The command that writes a suite, make(seed) -> tasks, to --<flag>=DIR in TRACE's layout,
+    one printed line per task (this file's, and tests/heldout_tasks.py's)."""
     if "-h" in argv or "--help" in argv:
-        print(USAGE + "  (writes the builtin tasks to DIR/<task>/{train,test}.json)")
+        print(usage + f"  (writes the {what} tasks to DIR/<task>/{{train,test}}.json)")
         return
     flags = {}
     for arg in argv:
         key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not eq or key not in ("write_tasks", "seed"):
-            raise DataError(f"unexpected argument {arg!r}; {USAGE}")
+        if not arg.startswith("--") or not eq or key not in (flag, "seed"):
+            raise DataError(f"unexpected argument {arg!r}; {usage}")
         flags[key] = value
-    if not flags.get("write_tasks"):
-        raise DataError(f"--write_tasks=DIR is required; {USAGE}")
+    if not flags.get(flag):
+        raise DataError(f"--{flag}=DIR is required; {usage}")
     try:
         seed = int(flags.get("seed", "0"))
     except ValueError:
-        raise DataError(f"--seed={flags['seed']} is not an integer; {USAGE}") from None
-    tasks = builtin_tasks(seed)
-    write_tasks(tasks, flags["write_tasks"])
+        raise DataError(f"--seed={flags['seed']} is not an integer; {usage}") from None
+    tasks = make(seed)
+    write_tasks(tasks, flags[flag])
     for name, train, test in tasks:
         print(
-            f"{flags['write_tasks']}/{name}: {len(train)} train, {len(test)} test, e.g. "
+            f"{flags[flag]}/{name}: {len(train)} train, {len(test)} test, e.g. "
             f"{test[0]['prompt']!r} -> {test[0]['answer']!r}"
         )
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's modules
 
-from plumbing import DataError, cli  # noqa: E402
-from tasks import _sample_task, write_tasks  # noqa: E402
+from plumbing import cli  # noqa: E402
+from tasks import _sample_task, write_suite  # noqa: E402
 
 # the words and syllables the generators draw from
 ITEMS = tuple("cup pen hat key map box jar fan bag pot mug egg ink net rug toy".split())
@@ -105,28 +105,7 @@ USAGE = "usage: python tests/heldout_tasks.py --out=DIR [--seed=N]"
 
 def main(argv):
     """Writes the held-out suite to DIR in TRACE's layout, one printed line per task."""
-    if "-h" in argv or "--help" in argv:
-        print(USAGE + "  (writes the held-out tasks to DIR/<task>/{train,test}.json)")
-        return
-    flags = {}
-    for arg in argv:
-        key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not eq or key not in ("out", "seed"):
-            raise DataError(f"unexpected argument {arg!r}; {USAGE}")
-        flags[key] = value
-    if not flags.get("out"):
-        raise DataError(f"--out=DIR is required; {USAGE}")
-    try:
-        seed = int(flags.get("seed", "0"))
-    except ValueError:
-        raise DataError(f"--seed={flags['seed']} is not an integer; {USAGE}") from None
-    suite = heldout_tasks(seed)
-    write_tasks(suite, flags["out"])
-    for name, train, test in suite:
-        print(
-            f"{flags['out']}/{name}: {len(train)} train, {len(test)} test, e.g. "
-            f"{test[0]['prompt']!r} -> {test[0]['answer']!r}"
-        )
+    write_suite(argv, heldout_tasks, "out", USAGE, "held-out")
 
 
 if __name__ == "__main__":
