@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from model import GPTConfig
-from plumbing import ConfigError
+from plumbing import ConfigError, alive
 from plumbing import load_checkpoint as load_project_checkpoint
 
 NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # 124M, 350M, 774M, 1558M parameters
@@ -93,7 +93,8 @@ def fetch(url, dest, name):
     """url -> dest through dest.part<pid> and a rename: a killed or failed download never leaves a
     file named dest (the next run starts it again). A progress line with MB and MB/s."""
     for stale in dest.parent.glob(f"{dest.name}.part*"):  # a killed run's: never complete
-        if not alive(stale.suffix.removeprefix(".part")):
+        pid = stale.suffix.removeprefix(".part")
+        if not (pid.isdigit() and alive(int(pid))):  # a live writer's file is left alone
             stale.unlink(missing_ok=True)
     tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
     try:
@@ -126,17 +127,6 @@ def copy_with_progress(src, dst, total, what):
             rate = done / 1e6 / max(last - t0, 1e-9)
             print(f"\r{what}: {done / 1e6:.1f}{of} MB, {rate:.1f} MB/s", end="", file=sys.stderr)
     print(file=sys.stderr)
-
-
-def alive(pid):
-    """Whether the process that wrote a .part<pid> file still runs (then its file is left)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 # ------------------------------------------------------------------------------------------------

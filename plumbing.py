@@ -600,7 +600,7 @@ def lock_run_folder(out, fresh):
                 if not pid:  # empty: its owner may have created it and not yet written its pid
                     time.sleep(0.2)
                     pid = _lock_owner(lock)
-                if pid and pid != os.getpid() and _alive(pid):
+                if pid and pid != os.getpid() and alive(pid):
                     raise ConfigError(
                         f"{out} is in use by a running process (pid {pid}); wait for it, "
                         "stop it, or choose another --out_dir"
@@ -632,7 +632,8 @@ def _lock_owner(lock):
         return 0
 
 
-def _alive(pid):
+def alive(pid):
+    """Whether process pid runs (a lock's owner, a download's .part<pid> writer)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
